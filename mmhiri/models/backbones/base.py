@@ -1,0 +1,168 @@
+"""The knobs every mmhiri backbone shares: ``out_indices``, ``frozen_stages``, ``norm_eval``,
+``with_cp``, ``init_cfg``, input checks and per-stage feature metadata."""
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+from torch.nn.modules.batchnorm import _BatchNorm
+
+
+def resolve_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
+                 required_keys: Sequence[str], owner: str) -> dict:
+    """Look ``arch`` up in ``arch_zoo`` (case-insensitive) or check a user dict's keys."""
+    if isinstance(arch, str):
+        key = arch.lower()
+        if key not in arch_zoo:
+            raise ValueError(f'{owner}: unknown arch {arch!r}; expected one of '
+                             f'{sorted(arch_zoo)} or a dict with keys {list(required_keys)}')
+        return dict(arch_zoo[key])
+    if not isinstance(arch, dict):
+        raise TypeError(f'{owner}: arch must be a str or a dict, got {type(arch).__name__}')
+    missing = [k for k in required_keys if k not in arch]
+    if missing:
+        raise ValueError(f'{owner}: custom arch is missing keys {missing} '
+                         f'(required: {list(required_keys)})')
+    return dict(arch)
+
+
+class BaseBackbone(BaseModule):
+    """Base class of the mmhiri backbones.
+
+    A subclass builds ``self.stem`` (an ``nn.Module`` or ``None``) and ``self.stages`` (an
+    ``nn.ModuleList``), calls :meth:`_finish_init` at the end of its ``__init__``, and implements
+    :meth:`forward` with :meth:`check_input` first.
+
+    Args:
+        stage_channels (Sequence[int]): Output channels of every stage.
+        stage_strides (Sequence[int]): Output stride of every stage w.r.t. the input image.
+        out_indices (Sequence[int] | int): Stages whose outputs are returned, in the order given.
+            Negative indices count from the last stage. Defaults to all stages.
+        frozen_stages (int): -1 freezes nothing; ``k >= 0`` freezes the stem and stages
+            ``0..k`` (no gradients, norms in eval mode, also after ``.train()``).
+            Defaults to -1.
+        norm_eval (bool): Keep every BatchNorm in eval mode during training (running statistics
+            frozen). Defaults to False.
+        with_cp (bool): Use gradient checkpointing per block to save memory. Defaults to False.
+        in_channels (int): Channels of the input image. Defaults to 3.
+        init_cfg (dict | list[dict], optional): Initialisation config, e.g.
+            ``dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')``.
+    """
+
+    def __init__(self,
+                 stage_channels: Sequence[int],
+                 stage_strides: Sequence[int],
+                 out_indices: Union[int, Sequence[int], None] = None,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 in_channels: int = 3,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+        super().__init__(init_cfg=init_cfg)
+        self.stage_channels = tuple(int(c) for c in stage_channels)
+        self.stage_strides = tuple(int(s) for s in stage_strides)
+        if len(self.stage_channels) != len(self.stage_strides):
+            raise ValueError('stage_channels and stage_strides must have the same length')
+        self.num_stages = len(self.stage_channels)
+        self.out_indices = self._normalize_out_indices(out_indices)
+        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < self.num_stages:
+            raise ValueError(f'{type(self).__name__}: frozen_stages must be an int in '
+                             f'[-1, {self.num_stages - 1}], got {frozen_stages!r}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.in_channels = in_channels
+
+    # ----------------------------------------------------------------- metadata
+    def _normalize_out_indices(self, out_indices) -> Tuple[int, ...]:
+        n = self.num_stages
+        if out_indices is None:
+            return tuple(range(n))
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if not isinstance(out_indices, (list, tuple)) or not out_indices:
+            raise TypeError(f'{type(self).__name__}: out_indices must be an int or a non-empty '
+                            f'sequence of ints, got {out_indices!r}')
+        result = []
+        for i in out_indices:
+            if not isinstance(i, int) or not -n <= i < n:
+                raise ValueError(f'{type(self).__name__}: out_indices entry {i!r} is out of '
+                                 f'range for {n} stages (valid: {-n}..{n - 1})')
+            result.append(i % n)
+        if len(set(result)) != len(result):
+            raise ValueError(f'{type(self).__name__}: out_indices {out_indices!r} '
+                             'names a stage twice')
+        return tuple(result)
+
+    @property
+    def out_channels(self) -> List[int]:
+        """Channels of the returned maps, in ``out_indices`` order (what a neck's
+        ``in_channels`` must be)."""
+        return [self.stage_channels[i] for i in self.out_indices]
+
+    @property
+    def out_strides(self) -> List[int]:
+        """Strides of the returned maps, in ``out_indices`` order."""
+        return [self.stage_strides[i] for i in self.out_indices]
+
+    @property
+    def feature_info(self) -> List[dict]:
+        """One dict per returned map: stage index, channels and stride."""
+        return [dict(stage=i, num_chs=self.stage_channels[i], reduction=self.stage_strides[i])
+                for i in self.out_indices]
+
+    # ----------------------------------------------------------------- input
+    def check_input(self, x) -> None:
+        """Raise one clear error for anything that is not a non-empty NCHW image batch."""
+        name = type(self).__name__
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f'{name} expects a torch.Tensor of shape (N, {self.in_channels}, H, W), '
+                            f'got {type(x).__name__}')
+        if x.dim() != 4:
+            raise ValueError(f'{name} expects a 4-D tensor (N, {self.in_channels}, H, W), '
+                             f'got shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'{name} expects {self.in_channels} input channels (N, '
+                             f'{self.in_channels}, H, W), got shape {tuple(x.shape)}')
+        if x.numel() == 0:
+            raise ValueError(f'{name} got an empty input of shape {tuple(x.shape)}; '
+                             'N, H and W must all be >= 1')
+        if not x.is_floating_point():
+            raise TypeError(f'{name} expects a floating-point image tensor, got {x.dtype}')
+
+    # ----------------------------------------------------------------- freezing
+    def _frozen_modules(self) -> List[nn.Module]:
+        """Modules frozen by ``frozen_stages``: the stem and stages 0..k (subclasses may add
+        per-stage modules such as output norms through :meth:`_stage_extras`)."""
+        if self.frozen_stages < 0:
+            return []
+        modules = [self.stem] if getattr(self, 'stem', None) is not None else []
+        for i in range(self.frozen_stages + 1):
+            modules.append(self.stages[i])
+            modules.extend(self._stage_extras(i))
+        return modules
+
+    def _stage_extras(self, i: int) -> List[nn.Module]:
+        """Modules outside ``self.stages[i]`` that belong to stage ``i`` (e.g. its output
+        norm); frozen together with it."""
+        norm = getattr(self, f'out_norm{i}', None)
+        return [norm] if norm is not None else []
+
+    def _freeze_stages(self) -> None:
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def _finish_init(self) -> None:
+        """Call at the end of a subclass's ``__init__``."""
+        self._freeze_stages()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self

@@ -1,0 +1,1 @@
+"""The one home of the blocks shared by HIRI-ViT, ViTAE and ViTAEv2."""

@@ -1,0 +1,101 @@
+"""Small helpers shared by every block: token/map reshapes, padding, drop path, checkpointing."""
+import math
+from typing import Callable, List, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+
+
+def nlc_to_nchw(x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+    """(N, H*W, C) tokens -> (N, C, H, W) map."""
+    h, w = hw_shape
+    n, length, c = x.shape
+    if length != h * w:
+        raise ValueError(f'{length} tokens do not form a {h}x{w} map')
+    return x.transpose(1, 2).reshape(n, c, h, w)
+
+
+def nchw_to_nlc(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) map -> (N, H*W, C) tokens."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+    """Zero-pad an NCHW map at the right/bottom so H and W are multiples of ``multiple``.
+
+    Returns the padded map and the original ``(H, W)``, for cropping afterwards."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x, (h, w)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> List[List[float]]:
+    """The usual stochastic-depth schedule: linear in the global block index, split per stage."""
+    total = sum(depths)
+    rates = torch.linspace(0, drop_path_rate, total).tolist() if total else []
+    out, start = [], 0
+    for d in depths:
+        out.append(rates[start:start + d])
+        start += d
+    return out
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch of a sample with probability ``p``."""
+
+    def __init__(self, drop_prob: float = 0.):
+        super().__init__()
+        self.drop_prob = float(drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.drop_prob == 0. or not self.training:
+            return x
+        keep = 1 - self.drop_prob
+        shape = (x.shape[0], ) + (1, ) * (x.dim() - 1)
+        mask = x.new_empty(shape).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
+
+
+def maybe_checkpoint(fn: Callable, x: torch.Tensor, *args, enabled: bool = False):
+    """Run ``fn(x, *args)``, with activation checkpointing when ``enabled`` and grads flow."""
+    if enabled and x.requires_grad:
+        return cp.checkpoint(fn, x, *args, use_reentrant=False)
+    return fn(x, *args)
+
+
+def build_act(act: str) -> nn.Module:
+    acts = {'gelu': nn.GELU, 'relu': nn.ReLU, 'silu': nn.SiLU, 'identity': nn.Identity}
+    if act.lower() not in acts:
+        raise ValueError(f'unknown activation {act!r}; expected one of {sorted(acts)}')
+    return acts[act.lower()]()
+
+
+def trunc_normal_init_(module: nn.Module, std: float = .02, conv_fan_out: bool = True) -> None:
+    """ViT-style init: truncated-normal Linear weights, zero biases, unit norms; convs get
+    fan-out normal init (or keep PyTorch's default with ``conv_fan_out=False``)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)):
+            if m.weight is not None:
+                nn.init.ones_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Conv2d) and conv_fan_out:
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)

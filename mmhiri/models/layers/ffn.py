@@ -1,0 +1,46 @@
+"""Feed-forward networks: the token FFN (``Mlp``) and the convolutional FFN (``CFFN``)."""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from .common import build_act
+
+
+class Mlp(nn.Module):
+    """FFN of a Transformer block on (N, L, C) tokens: FC -> activation -> FC."""
+
+    def __init__(self, in_features: int, hidden_features: Optional[int] = None,
+                 out_features: Optional[int] = None, act: str = 'gelu', drop: float = 0.):
+        super().__init__()
+        hidden_features = hidden_features or in_features
+        out_features = out_features or in_features
+        self.fc1 = nn.Linear(in_features, hidden_features)
+        self.act = build_act(act)
+        self.fc2 = nn.Linear(hidden_features, out_features)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class CFFN(nn.Module):
+    """Convolutional FFN (HIRI-ViT Eq. 3) on NCHW maps: FC(DWConv(z) + z), z = act(FC(x)).
+
+    The FCs are 1x1 convolutions so the block works on maps directly; the depth-wise 3x3
+    convolution is the 2D inductive bias (and the only positional signal of HIRI-ViT).
+    """
+
+    def __init__(self, channels: int, expansion: float, act: str = 'gelu', drop: float = 0.):
+        super().__init__()
+        hidden = int(round(channels * expansion))
+        self.fc1 = nn.Conv2d(channels, hidden, 1)
+        self.act = build_act(act)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Conv2d(hidden, channels, 1)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.act(self.fc1(x))
+        z = self.drop(z)
+        return self.drop(self.fc2(self.dwconv(z) + z))

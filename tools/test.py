@@ -1,0 +1,46 @@
+"""Evaluate a checkpoint of any mmhiri config (mmdet, mmseg, mmpose or mmpretrain).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--cfg-options k=v ...]
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+from mmhiri.apis import build_runner, load_config  # noqa: E402
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Test a model (mmdet/mmseg/mmpose/mmpretrain)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and results')
+    parser.add_argument('--out', help='dump the raw predictions to this pickle file')
+    parser.add_argument('--amp', action='store_true', help='mixed precision inference (GPU)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings in the config, e.g. test_dataloader.batch_size=2')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, cfg_options=args.cfg_options)
+    runner = build_runner(
+        cfg, config_path=args.config, work_dir=args.work_dir, load_from=args.checkpoint,
+        amp=args.amp, launcher=args.launcher, dump=args.out, for_test=True)
+    runner.test()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,55 @@
+"""Train any mmhiri config (mmdet, mmseg, mmpose or mmpretrain) with the mmengine Runner.
+
+    python tools/train.py configs/mask_rcnn_hiri_s_1x.py [--work-dir DIR] [--resume [CKPT]]
+        [--amp] [--auto-scale-lr] [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+from mmengine.config import DictAction  # noqa: E402
+
+from mmhiri.apis import build_runner, load_config  # noqa: E402
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description='Train a model (mmdet/mmseg/mmpose/mmpretrain)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and checkpoints')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint; without a path, from the latest checkpoint '
+        'in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='automatic mixed precision training (needs a GPU)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate with the total batch size')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate during training')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings in the config, e.g. train_dataloader.batch_size=2')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def main():
+    args = parse_args()
+    cfg = load_config(args.config, cfg_options=args.cfg_options)
+    runner = build_runner(
+        cfg, config_path=args.config, work_dir=args.work_dir, resume=args.resume,
+        amp=args.amp, auto_scale_lr=args.auto_scale_lr, no_validate=args.no_validate,
+        launcher=args.launcher)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
