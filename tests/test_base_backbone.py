@@ -1,0 +1,111 @@
+"""The knobs every backbone shares (mmhiri.models.backbones.base)."""
+import pytest
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from conftest import tiny_backbone
+
+NAMES = ['HIRIViT', 'ViTAEv2', 'ViTAE']
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_out_indices_negative_and_order(name):
+    model = tiny_backbone(name, out_indices=(-1, 0)).eval()
+    n = model.num_stages
+    assert model.out_indices == (n - 1, 0)
+    outs = model(torch.rand(1, 3, 64, 64))
+    assert [o.shape[1] for o in outs] == model.out_channels == \
+        [model.stage_channels[n - 1], model.stage_channels[0]]
+    assert model.out_strides == [model.stage_strides[n - 1], model.stage_strides[0]]
+    for o, s in zip(outs, model.out_strides):
+        assert o.shape[-2:] == (-(-64 // s), -(-64 // s))
+    assert [f['num_chs'] for f in model.feature_info] == model.out_channels
+
+
+@pytest.mark.parametrize('name', NAMES)
+@pytest.mark.parametrize('bad', [(7, ), (-9, ), (0, 0), (), 'a'])
+def test_out_indices_rejected(name, bad):
+    with pytest.raises((ValueError, TypeError), match='out_indices'):
+        tiny_backbone(name, out_indices=bad)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_bad_input_has_one_clear_error(name):
+    model = tiny_backbone(name).eval()
+    with pytest.raises(ValueError, match=r'4-D tensor \(N, 3, H, W\).*\(3, 64, 64\)'):
+        model(torch.rand(3, 64, 64))
+    with pytest.raises(ValueError, match=r'expects 3 input channels.*\(1, 4, 64, 64\)'):
+        model(torch.rand(1, 4, 64, 64))
+    with pytest.raises(ValueError, match='empty input'):
+        model(torch.rand(0, 3, 64, 64))
+    with pytest.raises(ValueError, match='empty input'):
+        model(torch.rand(1, 3, 0, 64))
+    with pytest.raises(TypeError, match='torch.Tensor'):
+        model([[1.0]])
+    with pytest.raises(TypeError, match='floating-point'):
+        model(torch.zeros(1, 3, 8, 8, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_frozen_stages(name):
+    model = tiny_backbone(name, frozen_stages=1)
+    model.train()
+    frozen = ([model.stem] if model.stem is not None else []) + list(model.stages[:2])
+    for module in frozen:
+        assert all(not p.requires_grad for p in module.parameters())
+        assert all(not m.training for m in module.modules())
+    for module in model.stages[2:]:
+        assert all(p.requires_grad for p in module.parameters())
+        assert all(m.training for m in module.modules())
+    # still frozen after another .train(), and no gradient arrives
+    model.train()
+    out = model(torch.rand(2, 3, 64, 64))
+    sum(o.float().mean() for o in out).backward()
+    for module in frozen:
+        assert all(p.grad is None for p in module.parameters())
+    assert any(p.grad is not None for p in model.stages[-1].parameters())
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_frozen_stages_rejected(name):
+    with pytest.raises(ValueError, match='frozen_stages'):
+        tiny_backbone(name, frozen_stages=9)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_norm_eval(name):
+    model = tiny_backbone(name, norm_eval=True)
+    model.train()
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    assert bns and all(not m.training for m in bns)
+    before = [m.running_mean.clone() for m in bns]
+    model(torch.rand(2, 3, 64, 64))
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, bns))
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_with_cp_same_outputs_and_grads(name):
+    torch.manual_seed(0)
+    ref = tiny_backbone(name, out_indices=tuple(range(-2, 0)))
+    cp = tiny_backbone(name, out_indices=tuple(range(-2, 0)), with_cp=True)
+    cp.load_state_dict(ref.state_dict())
+    ref.eval(), cp.eval()  # deterministic (no BN batch statistics / drop path)
+    x = torch.rand(2, 3, 61, 70)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out1, out2 = ref(x1), cp(x2)
+    for a, b in zip(out1, out2):
+        torch.testing.assert_close(a, b)
+    sum(o.square().mean() for o in out1).backward()
+    sum(o.square().mean() for o in out2).backward()
+    torch.testing.assert_close(x1.grad, x2.grad)
+    for (n1, p1), (_, p2) in zip(ref.named_parameters(), cp.named_parameters()):
+        if p1.grad is not None:
+            torch.testing.assert_close(p1.grad, p2.grad, msg=n1)
+
+
+def test_unknown_arch_is_named():
+    from mmhiri.models import HIRIViT, ViTAEv2
+    with pytest.raises(ValueError, match=r"unknown arch 'xl'"):
+        HIRIViT('xl')
+    with pytest.raises(ValueError, match=r"missing keys \['token_dims', 'depths'"):
+        ViTAEv2(dict(embed_dims=[8]))
