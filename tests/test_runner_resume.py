@@ -1,0 +1,104 @@
+"""Train with the real mmengine Runner on CPU, save, resume under torch's safe loading."""
+import subprocess
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from torch.utils.data import Dataset
+
+from conftest import TINY_V2
+
+
+class ToyClassifier(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        from mmhiri.registry import MODELS
+        self.backbone = MODELS.build(dict(type='ViTAEv2', arch=TINY_V2, out_indices=(3, )))
+        self.head = nn.Linear(64, 3)
+
+    def forward(self, inputs, labels=None, mode='tensor'):
+        logits = self.head(self.backbone(inputs)[0].mean((2, 3)))
+        if mode == 'loss':
+            return dict(loss=F.cross_entropy(logits, labels))
+        return logits
+
+
+class ToyData(Dataset):
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        g = torch.Generator().manual_seed(i)
+        return dict(inputs=torch.rand(3, 32, 32, generator=g), labels=i % 3)
+
+
+def make_runner(work_dir, max_iters, resume=False, load_from=None):
+    return Runner(
+        model=ToyClassifier(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(dataset=ToyData(), batch_size=2, num_workers=0,
+                              sampler=dict(type='DefaultSampler', shuffle=True),
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)),
+        param_scheduler=dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=6),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
+                           logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0),
+        resume=resume, load_from=load_from)
+
+
+def test_train_save_resume(tmp_path):
+    import mmhiri  # noqa: F401  (allows mmengine checkpoints under weights_only loading)
+    first = make_runner(tmp_path / 'a', max_iters=4)
+    first.train()
+    ckpt = tmp_path / 'a' / 'iter_4.pth'
+    assert ckpt.is_file()
+    # torch >= 2.6 loads with weights_only=True by default; the checkpoint must pass as it is
+    assert torch.load(ckpt, weights_only=True)['meta']['iter'] == 4
+
+    resumed = make_runner(tmp_path / 'b', max_iters=4, resume=True, load_from=str(ckpt))
+    resumed.train()  # loads the checkpoint, nothing left to train
+    assert resumed.iter == 4
+    for (n, a), (_, b) in zip(first.model.state_dict().items(),
+                              resumed.model.state_dict().items()):
+        assert torch.equal(a, b), n
+    opt_a = first.optim_wrapper.optimizer.state_dict()
+    opt_b = resumed.optim_wrapper.optimizer.state_dict()
+    assert opt_a['param_groups'][0]['lr'] == opt_b['param_groups'][0]['lr']
+    assert opt_a['state'].keys() == opt_b['state'].keys() and opt_a['state']
+    for k in opt_a['state']:
+        for name in ('exp_avg', 'exp_avg_sq', 'step'):
+            assert torch.equal(torch.as_tensor(opt_a['state'][k][name]),
+                               torch.as_tensor(opt_b['state'][k][name]))
+    assert resumed.message_hub.get_info('iter') == 4 or resumed.iter == 4
+
+    # and training goes on from iteration 4
+    more = make_runner(tmp_path / 'c', max_iters=6, resume=True, load_from=str(ckpt))
+    more.train()
+    assert more.iter == 6 and (tmp_path / 'c' / 'iter_6.pth').is_file()
+
+
+def test_checkpoint_needs_our_allow_list(tmp_path):
+    """Without mmhiri's allow-list the safe loader refuses an mmengine checkpoint (which is
+    what breaks plain resume on torch >= 2.6); with it, it loads."""
+    import mmhiri  # noqa: F401
+    runner = make_runner(tmp_path, max_iters=2)
+    runner.train()
+    ckpt = str(tmp_path / 'iter_2.pth')
+    code = ('import torch, sys\n'
+            f'p = {ckpt!r}\n'
+            'try:\n'
+            '    torch.load(p, weights_only=True); print("plain: ok")\n'
+            'except Exception as e:\n'
+            '    print("plain: refused")\n'
+            'import mmhiri\n'
+            'torch.load(p, weights_only=True); print("with mmhiri: ok")\n')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ['plain:', 'refused', 'with', 'mmhiri:', 'ok']
