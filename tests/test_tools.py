@@ -1,0 +1,84 @@
+"""tools/train.py and tools/test.py: train, resume and evaluate a config end to end."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT, TINY_V2
+
+PY = sys.executable
+
+
+def run(*args, check=True):
+    out = subprocess.run([PY, *args], capture_output=True, text=True, cwd=ROOT)
+    if check:
+        assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    return out
+
+
+@pytest.fixture(scope='module')
+def cls_config(tmp_path_factory):
+    """A two-class image folder and a tiny ViTAEv2 classifier config over it."""
+    root = tmp_path_factory.mktemp('cls')
+    rng = np.random.default_rng(0)
+    for label, colour in enumerate([(220, 40, 40), (40, 40, 220)]):
+        d = root / 'data' / f'class{label}'
+        d.mkdir(parents=True)
+        for i in range(4):
+            img = np.clip(np.array(colour) + rng.normal(0, 20, (40, 40, 3)), 0, 255)
+            Image.fromarray(img.astype(np.uint8)).save(d / f'{i}.png')
+    cfg = root / 'tiny_cls.py'
+    pipeline = [dict(type='LoadImageFromFile'), dict(type='Resize', scale=32),
+                dict(type='PackInputs')]
+    loader = dict(batch_size=4, num_workers=0,
+                  dataset=dict(type='CustomDataset', data_root=str(root / 'data'),
+                               pipeline=pipeline),
+                  sampler=dict(type='DefaultSampler', shuffle=True))
+    cfg.write_text(f"""
+_base_ = ['{ROOT}/configs/_base_/models/vitaev2_cls.py', 'mmpretrain::_base_/default_runtime.py']
+model = dict(backbone=dict(arch=dict(_delete_=True, **{TINY_V2!r})), head=dict(num_classes=2, in_channels=64, topk=(1,)),
+             train_cfg=None)
+data_preprocessor = dict(num_classes=2, mean=[127.5] * 3, std=[64.] * 3, to_rgb=True)
+train_dataloader = {loader!r}
+val_dataloader = {loader!r}
+test_dataloader = val_dataloader
+val_evaluator = dict(type='Accuracy', topk=(1, ))
+test_evaluator = val_evaluator
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=1e-3))
+train_cfg = dict(by_epoch=False, max_iters=2, val_interval=2)
+val_cfg = dict()
+test_cfg = dict()
+default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False),
+                     logger=dict(type='LoggerHook', interval=1))
+""")
+    return cfg
+
+
+@pytest.mark.slow
+def test_train_resume_test(cls_config, tmp_path):
+    work = tmp_path / 'work'
+    run('tools/train.py', str(cls_config), '--work-dir', str(work))
+    assert (work / 'iter_2.pth').is_file()
+    out = run('tools/train.py', str(cls_config), '--work-dir', str(work), '--resume',
+              '--cfg-options', 'train_cfg.max_iters=3')
+    log = out.stdout + out.stderr
+    assert re.search(r'resumed epoch: \d+, iter: 2', log), log[-3000:]
+    assert (work / 'iter_3.pth').is_file()
+    out = run('tools/test.py', str(cls_config), str(work / 'iter_3.pth'), '--work-dir',
+              str(tmp_path / 'test'), '--out', str(tmp_path / 'preds.pkl'))
+    assert 'accuracy/top1' in out.stdout + out.stderr
+    assert (tmp_path / 'preds.pkl').is_file()
+
+
+def test_clear_errors():
+    out = run('tools/train.py', 'configs/does_not_exist.py', check=False)
+    assert out.returncode != 0 and "config file not found: 'configs/does_not_exist.py'" in out.stderr
+    if not __import__('torch').cuda.is_available():
+        out = run('tools/train.py', 'configs/imagenet/vitae_t_224.py', '--amp', check=False)
+        assert out.returncode != 0 and '--amp needs a CUDA GPU' in out.stderr
+    out = run('tools/test.py', 'configs/imagenet/vitae_t_224.py', 'nope.pth', check=False)
+    assert out.returncode != 0 and "checkpoint not found: 'nope.pth'" in out.stderr
