@@ -109,3 +109,28 @@ def test_unknown_arch_is_named():
         HIRIViT('xl')
     with pytest.raises(ValueError, match=r"missing keys \['token_dims', 'depths'"):
         ViTAEv2(dict(embed_dims=[8]))
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_pretrained_init_cfg_with_prefix(name, tmp_path):
+    """The stock ``init_cfg=dict(type='Pretrained', prefix='backbone.')`` loads a whole-model
+    checkpoint (e.g. an mmpretrain classifier) into the backbone."""
+    torch.manual_seed(1)
+    source = tiny_backbone(name)
+    state = {'backbone.' + k: v for k, v in source.state_dict().items()}
+    state['head.fc.weight'] = torch.zeros(2, 2)
+    path = tmp_path / 'cls.pth'
+    torch.save({'state_dict': state, 'meta': {}}, path)
+    model = tiny_backbone(name, init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                              prefix='backbone.'))
+    model.init_weights()
+    for k, v in source.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_default_init_is_deterministic_and_finite(name):
+    torch.manual_seed(3)
+    model = tiny_backbone(name)
+    model.init_weights()
+    assert all(torch.isfinite(p).all() for p in model.parameters())

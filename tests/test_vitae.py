@@ -188,3 +188,12 @@ def test_vitae_vit_style_params(arch, paper):
     with torch.no_grad():
         out = model.eval()(torch.rand(1, 3, 112, 120))[0]
     assert out.shape == (1, model.stage_channels[0])
+
+
+def test_drop_path_schedule_is_cumulative():
+    """Linear in the global normal-cell index (the official code restarts each stage's slice at
+    the previous stage's depth; we do not reproduce that)."""
+    model = ViTAEv2('s', drop_path_rate=0.1)
+    rates = [b.drop_path.drop_prob for s in model.stages for b in s.blocks]
+    expected = torch.linspace(0, 0.1, 14).tolist()
+    assert rates == pytest.approx(expected)
