@@ -1,10 +1,5 @@
-# HIRI-ViT-L fine-tuned at 768x768 from the 448 model (HIRI-ViT §5.1, Table 3).
-_base_ = [
-    '../_base_/models/hiri_vit_cls.py',
-    '../_base_/datasets/imagenet_bs64_swin_768.py',
-    '../_base_/schedules/imagenet_bs1024_adamw_hiri_ft768.py',
-    'mmpretrain::_base_/default_runtime.py',
-]
+# HIRI-ViT-L on ImageNet-1K fine-tuned at 768x768 from the 448 model (HIRI-ViT §5.1, Table 3).
+_base_ = ['./hiri_s_768.py']
 model = dict(
     # drop-path rate: not stated in the paper (S 0.1, B 0.3, L 0.5, as for Swin-T/S/B)
     backbone=dict(arch='l', drop_path_rate=0.5),
