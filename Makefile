@@ -4,7 +4,7 @@ PY := .venv/bin/python
 STAMP := .venv/.mmhiri-setup-stamp
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all clean-venv
+.PHONY: setup demo test test-fast clean-venv
 
 $(STAMP): tools/setup_env.sh setup.py $(wildcard requirements/*.txt)
 	bash tools/setup_env.sh
@@ -17,9 +17,9 @@ demo: setup
 test: setup
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
-# also the tests marked slow
-test-all: setup
-	$(PY) -m pytest tests -q -m "slow or not slow" $(PYTEST_ARGS)
+# skip the tests marked slow (real-width models, Runner jobs)
+test-fast: setup
+	$(PY) -m pytest tests -q -m "not slow" $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf .venv

@@ -97,9 +97,61 @@ def build_runner(cfg: Config,
         cfg.test_evaluator = [*_as_list(cfg.test_evaluator),
                               dict(type='DumpResults', out_file_path=dump)]
 
+    check_paths(cfg, for_test=for_test)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+def _datasets(dataset):
+    """The leaf dataset configs inside wrappers (RepeatDataset, ConcatDataset, ...)."""
+    if not isinstance(dataset, dict):
+        return []
+    if 'datasets' in dataset:
+        return [d for sub in dataset['datasets'] for d in _datasets(sub)]
+    if 'dataset' in dataset:
+        return _datasets(dataset['dataset'])
+    return [dataset]
+
+
+def _pretrained_paths(node, key='model'):
+    """(config key, checkpoint) of every ``init_cfg`` of type 'Pretrained' in ``node``."""
+    found = []
+    if isinstance(node, dict):
+        if node.get('type') == 'Pretrained' and isinstance(node.get('checkpoint'), str):
+            found.append((key, node['checkpoint']))
+        for k, v in node.items():
+            found.extend(_pretrained_paths(v, f'{key}.{k}'))
+    elif isinstance(node, (list, tuple)):
+        for i, v in enumerate(node):
+            found.extend(_pretrained_paths(v, f'{key}.{i}'))
+    return found
+
+
+def check_paths(cfg: Config, for_test: bool = False) -> None:
+    """Stop with one clear message when a dataset or a local pretrained checkpoint the run
+    needs is missing, naming the expected path and how to point elsewhere."""
+    loaders = ['test_dataloader'] if for_test else ['train_dataloader', 'val_dataloader']
+    for loader in loaders:
+        if not cfg.get(loader):
+            continue
+        for i, ds in enumerate(_datasets(cfg[loader].get('dataset'))):
+            root = ds.get('data_root') or ''
+            ann = ds.get('ann_file') or ''
+            expected = osp.join(root, ann) if ann and not osp.isabs(ann) else (ann or root)
+            if expected and not osp.exists(expected):
+                raise SystemExit(
+                    f'{loader}: dataset {ds.get("type", "?")} not found: expected '
+                    f'{expected!r} (data_root={root!r}, ann_file={ann!r}). Put the data there '
+                    f'or override it, e.g. --cfg-options {loader}.dataset.data_root=/path/')
+    if for_test or cfg.get('resume') or cfg.get('load_from'):
+        return  # the checkpoint being loaded replaces the pretrained weights
+    for key, ckpt in _pretrained_paths(cfg.get('model')):
+        if '://' not in ckpt and not osp.isfile(ckpt):
+            raise SystemExit(
+                f'{key}: pretrained checkpoint not found: {ckpt!r}. Pass the ImageNet weights '
+                f'with --cfg-options {key}.checkpoint=/path/to/weights.pth, or train from '
+                f'scratch with --cfg-options {key.rsplit(".", 1)[0]}.init_cfg=None')
 
 
 def _as_list(x):

@@ -84,23 +84,84 @@ def test_norm_eval(name):
 
 
 @pytest.mark.parametrize('name', NAMES)
-def test_with_cp_same_outputs_and_grads(name):
+def test_with_cp_same_outputs_and_grads(name, monkeypatch):
+    """In training mode (BN on batch statistics): checkpointing is really used, and outputs and
+    gradients are those of the plain forward."""
+    import mmhiri.models.layers.common as common
+    calls = []
+    real = common.cp.checkpoint
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(common.cp, 'checkpoint', counting)
     torch.manual_seed(0)
-    ref = tiny_backbone(name, out_indices=tuple(range(-2, 0)))
-    cp = tiny_backbone(name, out_indices=tuple(range(-2, 0)), with_cp=True)
+    ref = tiny_backbone(name, out_indices=tuple(range(-2, 0)), drop_path_rate=0.)
+    cp = tiny_backbone(name, out_indices=tuple(range(-2, 0)), drop_path_rate=0., with_cp=True)
     cp.load_state_dict(ref.state_dict())
-    ref.eval(), cp.eval()  # deterministic (no BN batch statistics / drop path)
+    ref.train(), cp.train()
     x = torch.rand(2, 3, 61, 70)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out1, out2 = ref(x1), cp(x2)
+    out1 = ref(x1)
+    assert not calls
+    out2 = cp(x2)
+    assert len(calls) == sum(len(s.blocks) for s in cp.stages)
     for a, b in zip(out1, out2):
         torch.testing.assert_close(a, b)
     sum(o.square().mean() for o in out1).backward()
     sum(o.square().mean() for o in out2).backward()
     torch.testing.assert_close(x1.grad, x2.grad)
     for (n1, p1), (_, p2) in zip(ref.named_parameters(), cp.named_parameters()):
+        assert (p1.grad is None) == (p2.grad is None), n1
         if p1.grad is not None:
             torch.testing.assert_close(p1.grad, p2.grad, msg=n1)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_frozen_bn_statistics_and_output_norms(name):
+    model = tiny_backbone(name, frozen_stages=0, out_indices=(0, -1))
+    model.train()
+    frozen_bns = [m for mod in model._frozen_modules() for m in mod.modules()
+                  if isinstance(m, _BatchNorm)]
+    assert frozen_bns
+    before = [m.running_mean.clone() for m in frozen_bns]
+    model(torch.rand(2, 3, 64, 64))
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(before, frozen_bns))
+    if name == 'HIRIViT':  # stage 0's output norm is frozen with it; the last one is not
+        assert all(not p.requires_grad for p in model.out_norm0.parameters())
+        assert all(p.requires_grad for p in model.out_norm4.parameters())
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_every_parameter_used_whatever_out_indices(name):
+    """All stages run (as in mmdet's backbones), so DDP never meets unused parameters."""
+    model = tiny_backbone(name, out_indices=(0, ), drop_path_rate=0.)
+    model.train()
+    model(torch.rand(2, 3, 64, 64))[0].mean().backward()
+    unused = [n for n, p in model.named_parameters() if p.grad is None and
+              not n.startswith('out_norm')]
+    # the last stage's output only matters through its own stage: gradients reach stage 0 only
+    assert all(not n.startswith('stages.0.') for n in unused)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_bool_and_uneven_arch_rejected(name):
+    with pytest.raises(ValueError, match='out_indices'):
+        tiny_backbone(name, out_indices=(True, ))
+    with pytest.raises(ValueError, match='frozen_stages'):
+        tiny_backbone(name, frozen_stages=True)
+
+
+def test_uneven_per_stage_lists_are_named():
+    from conftest import TINY_V1, TINY_V2
+    from mmhiri.models import ViTAE, ViTAEv2
+    with pytest.raises(ValueError, match=r"need 4 items.*'nc_heads': \[1, 2\]"):
+        ViTAEv2(dict(TINY_V2, nc_heads=[1, 2]))
+    with pytest.raises(ValueError, match=r"need 3 items.*'depths'"):
+        ViTAE(dict(TINY_V1, depths=[0, 2]))
+    with pytest.raises(ValueError, match='strides must be 1, 2 or 4'):
+        ViTAEv2(dict(TINY_V2, strides=[4, 3, 2, 2]))
 
 
 def test_unknown_arch_is_named():
@@ -129,8 +190,19 @@ def test_pretrained_init_cfg_with_prefix(name, tmp_path):
 
 
 @pytest.mark.parametrize('name', NAMES)
-def test_default_init_is_deterministic_and_finite(name):
-    torch.manual_seed(3)
-    model = tiny_backbone(name)
-    model.init_weights()
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+def test_default_init(name):
+    """Seeded builds are identical; Linear weights get the truncated normal (std 0.02), biases
+    zero, norms one."""
+    models = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        models.append(tiny_backbone(name))
+        models[-1].init_weights()
+    for (n, a), (_, b) in zip(models[0].state_dict().items(), models[1].state_dict().items()):
+        assert torch.equal(a, b), n
+    linears = [m for m in models[0].modules() if isinstance(m, torch.nn.Linear)]
+    weights = torch.cat([m.weight.flatten() for m in linears])
+    assert abs(weights.std().item() - 0.02) < 0.004
+    assert all(not m.bias.any() for m in linears if m.bias is not None)
+    norms = [m for m in models[0].modules() if isinstance(m, (torch.nn.LayerNorm, _BatchNorm))]
+    assert all(torch.all(m.weight == 1) and not m.bias.any() for m in norms)

@@ -40,13 +40,14 @@ def test_build_from_framework_registry(framework):
         assert type(plain) is MODELS.get(name)
 
 
-def test_scoped_name_needs_no_import_of_mmhiri():
-    """In a fresh interpreter, mmdet resolves 'mmhiri.HIRIViT' by itself (mmengine imports
-    mmhiri.registry for the scope prefix)."""
+@pytest.mark.parametrize('framework', FRAMEWORKS)
+def test_scoped_name_needs_no_import_of_mmhiri(framework):
+    """In a fresh interpreter, each framework resolves 'mmhiri.HIRIViT' by itself (mmengine
+    imports mmhiri.registry for the scope prefix)."""
     code = ('import sys\n'
             'from mmengine.registry import init_default_scope\n'
-            'from mmdet.registry import MODELS\n'
-            'init_default_scope("mmdet")\n'
+            f'from {framework}.registry import MODELS\n'
+            f'init_default_scope("{framework}")\n'
             'assert "mmhiri" not in sys.modules\n'
             f'm = MODELS.build(dict(type="mmhiri.HIRIViT", arch={BACKBONES["HIRIViT"]["arch"]!r}))\n'
             'print(type(m).__module__)\n')

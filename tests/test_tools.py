@@ -71,7 +71,10 @@ def test_train_resume_test(cls_config, tmp_path):
     out = run('tools/test.py', str(cls_config), str(work / 'iter_3.pth'), '--work-dir',
               str(tmp_path / 'test'), '--out', str(tmp_path / 'preds.pkl'))
     assert 'accuracy/top1' in out.stdout + out.stderr
-    assert (tmp_path / 'preds.pkl').is_file()
+    import pickle
+    with open(tmp_path / 'preds.pkl', 'rb') as f:
+        preds = pickle.load(f)
+    assert len(preds) == 8 and all('pred_label' in p for p in preds)
 
 
 def test_clear_errors():

@@ -91,6 +91,11 @@ def test_converter_is_idempotent_and_unwraps(fixtures_dir):
     assert all(torch.equal(once[k], twice[k]) for k in once)
     with_head, _ = convert_vitae(sd, with_head=True)
     assert convert_vitae(with_head, with_head=True)[0].keys() == with_head.keys()
+    # a converted file re-converted with the other layout gets that layout
+    bare, dropped = convert_vitae(with_head, with_head=False)
+    assert list(bare) == list(once) and dropped == ['head.fc.weight', 'head.fc.bias']
+    with pytest.raises(ConversionError, match='no classifier head'):
+        convert_vitae(once, with_head=True)
     # official checkpoint wrappers and DDP prefixes
     wrapped = {'state_dict': {'module.' + k: v for k, v in sd.items()},
                'state_dict_ema': dict(sd), 'epoch': 3}
@@ -143,15 +148,30 @@ def test_vitae_t_any_size(hw):
     assert vec.shape == (2, 256)
 
 
-def test_padding_only_where_official_branches_disagree():
+def test_padding_only_where_official_branches_disagree(monkeypatch):
     """Sizes the official code accepts (H % 4 in {0, 3} at stride 4) are not padded, so they
-    match it; the others are padded by at most 2 pixels."""
-    from mmhiri.models.layers.vitae_cells import ReductionCell
-    cell = ReductionCell(3, 4, 8, 4, 7, [1, 2, 3, 4], 'window').eval()
+    match it; the others are padded right/bottom by 1 or 2 pixels."""
+    import mmhiri.models.layers.vitae_cells as cells
+    pads = []
+    real_pad = cells.F.pad
+
+    def spy(x, pad, *args, **kwargs):
+        pads.append(tuple(pad))
+        return real_pad(x, pad, *args, **kwargs)
+
+    monkeypatch.setattr(cells.F, 'pad', spy)
+    cell = cells.ReductionCell(3, 4, 8, 4, 7, [1, 2, 3, 4], 'transformer').eval()
     for h in range(5, 40):
+        pads.clear()
         with torch.no_grad():
             tokens, hw = cell(torch.rand(1, 3, h, h + 1))
         assert hw == (-(-h // 4), -(-(h + 1) // 4)) and tokens.shape[1] == hw[0] * hw[1]
+        expected_h, expected_w = {0: 0, 3: 0, 2: 1, 1: 2}[h % 4], \
+            {0: 0, 3: 0, 2: 1, 1: 2}[(h + 1) % 4]
+        if expected_h or expected_w:
+            assert pads == [(0, expected_w, 0, expected_h)], h
+        else:
+            assert pads == [], h
 
 
 def _params_with_head(model, classes=1000):
@@ -197,3 +217,37 @@ def test_drop_path_schedule_is_cumulative():
     rates = [b.drop_path.drop_prob for s in model.stages for b in s.blocks]
     expected = torch.linspace(0, 0.1, 14).tolist()
     assert rates == pytest.approx(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('arch,paper', [('s', 5.7), ('48m', 13.3), ('b', 24.3)])
+def test_vitaev2_flops_table1(arch, paper):
+    """FlopAnalyzer (multiply-adds of convs, linears, attention matmuls, norms) + the linear head."""
+    from mmengine.analysis import FlopAnalyzer
+    model = ViTAEv2(arch, out_indices=(3, )).eval()
+    analyzer = FlopAnalyzer(model, torch.rand(1, 3, 224, 224))
+    analyzer.unsupported_ops_warnings(False)
+    analyzer.uncalled_modules_warnings(False)
+    flops = (analyzer.total() + model.stage_channels[-1] * 1000) / 1e9
+    assert abs(flops / paper - 1) < 0.05, flops
+
+
+def test_cli_reports_mismatch_by_name(fixtures_dir, tmp_path):
+    """The converter CLI compares the result with every official size and names the keys that
+    differ; --check makes a mismatch fatal with the names."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    cli = os.path.join(ROOT, 'tools/model_converters/vitae2mmhiri.py')
+    src = os.path.join(fixtures_dir, 'vitaev2_det_tiny', 'state_dict.pt')
+    out = subprocess.run([sys.executable, cli, src, str(tmp_path / 'a.pth')],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert 'matches no official size exactly; closest' in out.stdout
+    assert 'missing [' in out.stdout and 'shape mismatches [' in out.stdout
+    out = subprocess.run([sys.executable, cli, src, str(tmp_path / 'b.pth'), '--check',
+                          'ViTAEv2:s'], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert 'checkpoint does not match ViTAEv2: missing [' in out.stderr
+    assert 'stages.0.blocks.1.norm1.weight' in out.stderr  # ViTAEv2-S has 2 cells in stage 0

@@ -6,14 +6,14 @@
 # Every step is pinned (requirements/*.txt). The one slow step, building mmcv 2.1.0 with its
 # compiled ops, is cached as a wheel outside the repository, keyed by the mmcv, torch and Python
 # versions and the platform, so only a brand-new machine pays for it:
-#   ${MMHIRI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmhiri}/wheels/mmcv-2.1.0-torch2.14.1-cp311-x86_64/
+#   ${MMHIRI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmhiri}/wheels/mmcv-2.1.0-torch2.14.1-cp311-x86_64-cpu/
 # A stamp in .venv/ records a hash of this script and the requirement files; a second run with
 # nothing changed only checks the stamp.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-VENV="${MMHIRI_VENV:-$ROOT/.venv}"
+VENV="$ROOT/.venv"
 PY_BOOT="${PYTHON:-python3}"
 
 TORCH_VERSION=2.14.1
@@ -21,7 +21,7 @@ TORCHVISION_VERSION=0.29.1
 MMCV_VERSION=2.1.0
 
 STAMP="$VENV/.mmhiri-setup-stamp"
-want_stamp="$(cat "$0" requirements/*.txt setup.py | sha256sum | cut -d' ' -f1)"
+want_stamp="$(cat tools/setup_env.sh requirements/*.txt setup.py | sha256sum | cut -d' ' -f1)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want_stamp" && -x "$VENV/bin/python" ]]; then
     touch "$STAMP"
     echo "[setup] .venv is up to date ($VENV)"
@@ -59,38 +59,57 @@ nms(b, s, 0.5)
 EOF
 }
 
+build_mmcv_wheel() {  # $1: cache dir; builds the wheel and moves it there atomically
+    log "building mmcv $MMCV_VERSION with ops from source (~15-20 min on 2 cores; cached in $1)"
+    BUILD="$(mktemp -d)"
+    trap 'rm -rf "$BUILD"' EXIT
+    # No wheel is published for this torch: take the sdist and build it against the venv's torch.
+    "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
+        -d "$BUILD" "mmcv==$MMCV_VERSION"
+    tar -xzf "$BUILD"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD"
+    SRC="$BUILD/mmcv-$MMCV_VERSION"
+    # torch >= 2.6 headers require C++20 (they #error under C++17); mmcv 2.1.0 hard-codes c++17.
+    grep -q -- "-std=c++17" "$SRC/setup.py" || { echo "unexpected mmcv setup.py: no -std=c++17" >&2; exit 1; }
+    sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
+    # CPU ops only, also on a machine with a GPU (the cache key says cpu): hide any GPU.
+    (cd "$SRC" && CUDA_VISIBLE_DEVICES= MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+        "${PIP[@]}" wheel -q --no-deps --no-build-isolation --no-cache-dir -w "$BUILD/dist" .)
+    local built
+    built="$(ls "$BUILD"/dist/mmcv-"$MMCV_VERSION"-*.whl)"
+    cp "$built" "$1/.$(basename "$built").partial"
+    mv "$1/.$(basename "$built").partial" "$1/$(basename "$built")"
+}
+
+install_mmcv_wheel() {
+    # explicit file + --no-cache-dir: pip's own cache must not substitute a wheel built
+    # against another torch
+    "${PIP[@]}" install -q --no-deps --no-cache-dir --force-reinstall "$1"
+    "${PIP[@]}" install -q -r requirements/mmcv_runtime.txt
+}
+
 if have_mmcv_ops; then
     log "mmcv $MMCV_VERSION with ops already installed"
 else
     py_tag="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
     torch_tag="$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')"
     CACHE_ROOT="${MMHIRI_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mmhiri}"
-    WHEEL_DIR="$CACHE_ROOT/wheels/mmcv-$MMCV_VERSION-torch$torch_tag-$py_tag-$(uname -m)"
+    WHEEL_DIR="$CACHE_ROOT/wheels/mmcv-$MMCV_VERSION-torch$torch_tag-$py_tag-$(uname -m)-cpu"
     mkdir -p "$WHEEL_DIR"
     wheel="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)"
-    if [[ -z "$wheel" ]]; then
-        log "building mmcv $MMCV_VERSION with ops from source (~15 min on 2 cores; cached in $WHEEL_DIR)"
-        BUILD="$(mktemp -d)"
-        trap 'rm -rf "$BUILD"' EXIT
-        # No wheel is published for this torch: take the sdist and build it against the venv's torch.
-        "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
-            -d "$BUILD" "mmcv==$MMCV_VERSION"
-        tar -xzf "$BUILD"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD"
-        SRC="$BUILD/mmcv-$MMCV_VERSION"
-        # torch >= 2.6 headers require C++20 (they #error under C++17); mmcv 2.1.0 hard-codes c++17.
-        grep -q -- "-std=c++17" "$SRC/setup.py" || { echo "unexpected mmcv setup.py: no -std=c++17" >&2; exit 1; }
-        sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
-        (cd "$SRC" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-            "${PIP[@]}" wheel -q --no-deps --no-build-isolation --no-cache-dir -w "$BUILD/dist" .)
-        cp "$BUILD"/dist/mmcv-"$MMCV_VERSION"-*.whl "$WHEEL_DIR/"
-        wheel="$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl | head -n1)"
-    else
+    if [[ -n "$wheel" ]]; then
         log "using cached mmcv wheel $wheel"
+        install_mmcv_wheel "$wheel"
+        if ! have_mmcv_ops; then
+            log "cached wheel does not work here: removing it and rebuilding"
+            rm -f "$wheel"
+            wheel=""
+        fi
     fi
-    # --no-cache-dir / explicit file: never let pip's own cache substitute a wheel built against another torch.
-    "${PIP[@]}" install -q --no-deps --no-cache-dir --force-reinstall "$wheel"
-    "${PIP[@]}" install -q -r requirements/mmcv_runtime.txt
-    have_mmcv_ops || { echo "mmcv installed but mmcv.ops does not work" >&2; exit 1; }
+    if [[ -z "$wheel" ]]; then
+        build_mmcv_wheel "$WHEEL_DIR"
+        install_mmcv_wheel "$(ls "$WHEEL_DIR"/mmcv-"$MMCV_VERSION"-*.whl | head -n1)"
+        have_mmcv_ops || { echo "mmcv installed but mmcv.ops does not work" >&2; exit 1; }
+    fi
 fi
 
 log "OpenMMLab frameworks"

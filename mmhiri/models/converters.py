@@ -99,7 +99,7 @@ def convert_vitae(state_dict: Mapping[str, torch.Tensor], with_head: bool = Fals
     converted input is returned unchanged (idempotent).
     """
     if is_converted(state_dict):
-        return OrderedDict(state_dict), []
+        return _relayout(state_dict, with_head)
     sd = OrderedDict(state_dict)
     # an mmdet/mmseg detector checkpoint: keep the backbone
     if any(k.startswith('backbone.layers.') for k in sd):
@@ -161,16 +161,72 @@ def convert_vitae(state_dict: Mapping[str, torch.Tensor], with_head: bool = Fals
     return out, dropped
 
 
+def _relayout(state_dict: Mapping[str, torch.Tensor], with_head: bool
+              ) -> Tuple['OrderedDict[str, torch.Tensor]', List[str]]:
+    """An already converted state_dict in the layout ``with_head`` asks for: classifier keys
+    (``backbone.*`` + ``head.fc.*``) or bare backbone keys (the head dropped and listed)."""
+    bare = OrderedDict((k[len('backbone.'):] if k.startswith('backbone.') else k, v)
+                       for k, v in state_dict.items())
+    head = OrderedDict((k, v) for k, v in bare.items() if k.startswith('head.'))
+    backbone = OrderedDict((k, v) for k, v in bare.items() if not k.startswith('head.'))
+    if not with_head:
+        return backbone, list(head)
+    if not head:
+        raise ConversionError('with_head: this converted checkpoint has no classifier head '
+                              '(head.fc.*); convert the official checkpoint itself instead')
+    out = OrderedDict(('backbone.' + k, v) for k, v in backbone.items())
+    out.update(head)
+    return out, []
+
+
+def official_archs():
+    """(name, class, arch) of every size whose official checkpoints the converter targets."""
+    from .backbones import ViTAE, ViTAEv2
+    return [(f'ViTAEv2:{a}', ViTAEv2, a) for a in ('s', '48m', 'b')] + \
+        [(f'ViTAE:{a}', ViTAE, a) for a in ('t', '6m', '13m', 's', 'b', 'l', 'h')]
+
+
+def compare_keys(model_state: Mapping[str, torch.Tensor],
+                 state_dict: Mapping[str, torch.Tensor]) -> Tuple[List[str], List[str], List[str]]:
+    """(missing, unexpected, shape mismatches) of ``state_dict`` against a model's."""
+    missing = [k for k in model_state if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in model_state]
+    shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model '
+              f'{tuple(model_state[k].shape)}'
+              for k in model_state if k in state_dict and state_dict[k].shape != model_state[k].shape]
+    return missing, unexpected, shapes
+
+
+def match_arch(backbone_state: Mapping[str, torch.Tensor]):
+    """Find the official size whose backbone keys and shapes ``backbone_state`` has exactly.
+
+    Returns ``(name, missing, unexpected, mismatched)`` of the best candidate (all three lists
+    empty for an exact match). Models are built on the meta device: no memory, no init."""
+    best = None
+    for name, cls, arch in official_archs():
+        with torch.device('meta'):
+            own = cls(arch).state_dict()
+        diff = compare_keys(own, backbone_state)
+        score = sum(len(d) for d in diff)
+        if best is None or score < best[0]:
+            best = (score, name, *diff)
+        if score == 0:
+            break
+    return best[1:]
+
+
+def summarize(names: List[str], limit: int = 10) -> str:
+    """``[a, b, ...] (+N more)``: key lists short enough to read in an error message."""
+    more = f' (+{len(names) - limit} more)' if len(names) > limit else ''
+    return f'{names[:limit]}{more}'
+
+
 def check_load(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor]) -> None:
     """Load ``state_dict`` into ``model`` strictly; on mismatch raise one error that names the
     missing and unexpected keys and any shape mismatches."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [f'{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}'
-              for k in own if k in state_dict and state_dict[k].shape != own[k].shape]
+    missing, unexpected, shapes = compare_keys(model.state_dict(), state_dict)
     if missing or unexpected or shapes:
         raise ConversionError(
-            f'checkpoint does not match {type(model).__name__}: missing {missing[:10]}, '
-            f'unexpected {unexpected[:10]}, shape mismatches {shapes[:10]}')
+            f'checkpoint does not match {type(model).__name__}: missing {summarize(missing)}, '
+            f'unexpected {summarize(unexpected)}, shape mismatches {summarize(shapes)}')
     model.load_state_dict(state_dict, strict=True)

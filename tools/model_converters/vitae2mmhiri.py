@@ -18,7 +18,7 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch  # noqa: E402
 
 from mmhiri.models.converters import (ConversionError, check_load, convert_vitae,  # noqa: E402
-                                      unwrap_checkpoint)
+                                      match_arch, summarize, unwrap_checkpoint)
 
 
 def parse_args(argv=None):
@@ -31,8 +31,9 @@ def parse_args(argv=None):
     parser.add_argument('--no-ema', action='store_true',
                         help="take 'state_dict' rather than 'state_dict_ema' when both exist")
     parser.add_argument('--check', metavar='TYPE:ARCH',
-                        help='also load the result strictly into this backbone, e.g. ViTAEv2:s '
-                        'or ViTAE:t (backbone keys only)')
+                        help='require the result to load strictly into this backbone, e.g. '
+                        'ViTAEv2:s or ViTAE:t (default: compare with every official size and '
+                        'report the differences by name)')
     parser.add_argument('--unsafe-load', action='store_true',
                         help='unpickle SRC without weights_only (only for files you trust)')
     return parser.parse_args(argv)
@@ -63,21 +64,24 @@ def main(argv=None):
         sys.exit(f'checkpoint not found: {args.src}')
     ckpt = load_checkpoint_file(args.src, args.unsafe_load)
     try:
-        if isinstance(ckpt, dict) and 'meta' in ckpt and isinstance(ckpt.get('state_dict'), dict):
-            state_dict, source = dict(ckpt['state_dict']), 'state_dict'
-        else:
-            state_dict, source = unwrap_checkpoint(ckpt, prefer_ema=not args.no_ema)
+        state_dict, source = unwrap_checkpoint(ckpt, prefer_ema=not args.no_ema)
         converted, dropped = convert_vitae(state_dict, with_head=args.with_head)
+        backbone = {k[len('backbone.'):] if k.startswith('backbone.') else k: v
+                    for k, v in converted.items() if not k.startswith('head.')}
         if args.check:
             from mmhiri.models import ViTAE, ViTAEv2
             cls_name, _, arch = args.check.partition(':')
             classes = {'ViTAE': ViTAE, 'ViTAEv2': ViTAEv2}
             if cls_name not in classes or not arch:
                 sys.exit(f'--check expects ViTAE:ARCH or ViTAEv2:ARCH, got {args.check!r}')
-            backbone = {k[len('backbone.'):] if k.startswith('backbone.') else k: v
-                        for k, v in converted.items() if not k.startswith('head.')}
-            check_load(classes[cls_name](arch), backbone)
-    except ConversionError as e:
+            with torch.device('meta'):
+                model = classes[cls_name](arch)
+            check_load(model, backbone)
+            match = args.check
+        else:
+            name, missing, unexpected, shapes = match_arch(backbone)
+            match = name if not (missing or unexpected or shapes) else None
+    except (ConversionError, ValueError) as e:
         sys.exit(f'{args.src}: {e}')
     torch.save({'state_dict': converted,
                 'meta': dict(converted_from=osp.basename(args.src), source_key=source,
@@ -85,8 +89,12 @@ def main(argv=None):
     print(f'read {source} of {args.src}: {len(converted)} tensors -> {args.dst}')
     if dropped:
         print(f'dropped {len(dropped)} keys: {", ".join(dropped)}')
-    if args.check:
-        print(f'loads strictly into {args.check}')
+    if match:
+        print(f'keys and shapes match {match} exactly (loads with strict=True)')
+    else:
+        print(f'WARNING: matches no official size exactly; closest {name}: missing '
+              f'{summarize(missing)}, unexpected {summarize(unexpected)}, shape mismatches '
+              f'{summarize(shapes)}. Pass --check TYPE:ARCH to require a given size.')
 
 
 if __name__ == '__main__':

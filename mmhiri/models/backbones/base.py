@@ -26,6 +26,15 @@ def resolve_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
     return dict(arch)
 
 
+def check_stage_lists(arch: dict, keys: Sequence[str], num_stages: int, owner: str) -> None:
+    """Every per-stage list of ``arch`` must have one entry per stage."""
+    bad = {k: arch[k] for k in keys if not isinstance(arch[k], (list, tuple))
+           or len(arch[k]) != num_stages}
+    if bad:
+        raise ValueError(f'{owner}: these arch entries need {num_stages} items (one per stage): '
+                         f'{bad}')
+
+
 class BaseBackbone(BaseModule):
     """Base class of the mmhiri backbones.
 
@@ -65,7 +74,8 @@ class BaseBackbone(BaseModule):
             raise ValueError('stage_channels and stage_strides must have the same length')
         self.num_stages = len(self.stage_channels)
         self.out_indices = self._normalize_out_indices(out_indices)
-        if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < self.num_stages:
+        if isinstance(frozen_stages, bool) or not isinstance(frozen_stages, int) or \
+                not -1 <= frozen_stages < self.num_stages:
             raise ValueError(f'{type(self).__name__}: frozen_stages must be an int in '
                              f'[-1, {self.num_stages - 1}], got {frozen_stages!r}')
         self.frozen_stages = frozen_stages
@@ -85,7 +95,7 @@ class BaseBackbone(BaseModule):
                             f'sequence of ints, got {out_indices!r}')
         result = []
         for i in out_indices:
-            if not isinstance(i, int) or not -n <= i < n:
+            if isinstance(i, bool) or not isinstance(i, int) or not -n <= i < n:
                 raise ValueError(f'{type(self).__name__}: out_indices entry {i!r} is out of '
                                  f'range for {n} stages (valid: {-n}..{n - 1})')
             result.append(i % n)

@@ -196,6 +196,4 @@ class HIRIViT(BaseBackbone):
             x = stage(x, with_cp=self.with_cp)
             if i in self.out_indices:
                 outs[i] = getattr(self, f'out_norm{i}')(x)
-            if len(outs) == len(self.out_indices):
-                break
         return tuple(outs[i] for i in self.out_indices)

@@ -6,8 +6,9 @@ import torch.nn as nn
 
 from ...registry import register_model
 from ..layers.common import drop_path_rates, nlc_to_nchw, trunc_normal_init_
-from ..layers.vitae_cells import NormalCell, PatchEmbedReduction, ReductionCell, ViTAEStage
-from .base import BaseBackbone, resolve_arch
+from ..layers.vitae_cells import (NormalCell, PatchEmbedReduction, ReductionCell, ViTAEStage,
+                                  check_strides)
+from .base import BaseBackbone, check_stage_lists, resolve_arch
 
 _V1_COMMON = dict(
     strides=[4, 2, 2], kernel_sizes=[7, 3, 3], dilations=[[1, 2, 3, 4], [1, 2, 3], [1, 2]],
@@ -30,6 +31,9 @@ class ViTAE(BaseBackbone):
     the default, stride 16 for the last stage), ``'avg_featmap'`` (mean over patch tokens,
     (N, C): the pooled form the official classifier feeds to its linear head) or
     ``'cls_token'`` (B/L/H only).
+
+    The official Performer reduction cells hard-code a dropout of 0.1 after the attention and
+    the FFN; here both follow ``drop_rate`` (default 0, identical in eval).
 
     Parameter layout and numerics follow the official implementation (convert its checkpoints
     with ``tools/model_converters/vitae2mmhiri.py``); any input size works (reduction cells pad
@@ -137,6 +141,9 @@ class ViTAE(BaseBackbone):
             self.stages.append(ViTAEStage(reduction, blocks))
             self.avg_norm = nn.LayerNorm(a['dim'], eps=1e-6)
         else:
+            check_stage_lists(a, [k for k in self.required_keys if k != 'mlp_ratio'],
+                              len(a['token_dims']), 'ViTAE')
+            check_strides(a['strides'], 'ViTAE')
             dprs = drop_path_rates(drop_path_rate, a['depths'])
             in_ch = in_channels
             for i in range(len(a['token_dims'])):
@@ -150,7 +157,8 @@ class ViTAE(BaseBackbone):
                 reduction = ReductionCell(
                     in_ch, a['embed_dims'][i], a['token_dims'][i], a['strides'][i],
                     a['kernel_sizes'][i], a['dilations'][i], rc_type, 1, a['rc_groups'][i],
-                    pcm_norms=(False, True, False), pcm_final_act=True, norm_eps=1e-5)
+                    pcm_norms=(False, True, False), pcm_final_act=True, norm_eps=1e-5,
+                    drop=drop_rate)
                 blocks = [
                     NormalCell(a['token_dims'][i], a['nc_heads'][i], a['mlp_ratio'],
                                'transformer', groups=a['nc_groups'][i], qkv_bias=qkv_bias,
@@ -161,6 +169,13 @@ class ViTAE(BaseBackbone):
                 in_ch = a['token_dims'][i]
         self.avg_norm = getattr(self, 'avg_norm', None)
         self._finish_init()
+
+    def _stage_extras(self, i: int):
+        """The pooled-token norm belongs to the last stage (frozen with it)."""
+        extras = super()._stage_extras(i)
+        if self.avg_norm is not None and i == self.num_stages - 1:
+            extras.append(self.avg_norm)
+        return extras
 
     def init_weights(self):
         if self.init_cfg is not None:
@@ -179,8 +194,7 @@ class ViTAE(BaseBackbone):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self.check_input(x)
         outs = {}
-        last = max(self.out_indices)
-        for i, stage in enumerate(self.stages[:last + 1]):
+        for i, stage in enumerate(self.stages):
             tokens, hw = stage(x, with_cp=self.with_cp)
             prefix = stage.num_prefix_tokens
             x = nlc_to_nchw(tokens[:, prefix:], hw)

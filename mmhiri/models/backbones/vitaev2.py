@@ -7,7 +7,8 @@ import torch.nn as nn
 from ...registry import register_model
 from ..layers.common import drop_path_rates, nlc_to_nchw, trunc_normal_init_
 from ..layers.vitae_cells import NormalCell, ReductionCell, ViTAEStage
-from .base import BaseBackbone, resolve_arch
+from .base import BaseBackbone, check_stage_lists, resolve_arch
+from ..layers.vitae_cells import check_strides
 
 _V2_COMMON = dict(
     strides=[4, 2, 2, 2], kernel_sizes=[7, 3, 3, 3],
@@ -96,6 +97,8 @@ class ViTAEv2(BaseBackbone):
         self.arch_settings = resolve_arch(arch, self.arch_zoo, self.required_keys, 'ViTAEv2')
         a = self.arch_settings
         n = len(a['token_dims'])
+        check_stage_lists(a, [k for k in self.required_keys if k != 'mlp_ratio'], n, 'ViTAEv2')
+        check_strides(a['strides'], 'ViTAEv2')
         strides, total = [], 1
         for r in a['strides']:
             total *= r
@@ -130,8 +133,7 @@ class ViTAEv2(BaseBackbone):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         self.check_input(x)
         outs = {}
-        last = max(self.out_indices)
-        for i, stage in enumerate(self.stages[:last + 1]):
+        for i, stage in enumerate(self.stages):
             tokens, hw = stage(x, with_cp=self.with_cp)
             x = nlc_to_nchw(tokens, hw)
             if i in self.out_indices:

@@ -101,7 +101,7 @@ class PerformerAttention(nn.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int, kernel_ratio: float = 0.5,
-                 qkv_bias: bool = True, proj_drop: float = 0.1, eps: float = 1e-8):
+                 qkv_bias: bool = True, proj_drop: float = 0., eps: float = 1e-8):
         super().__init__()
         self.out_dim = out_dim
         self.eps = eps

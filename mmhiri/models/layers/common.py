@@ -22,17 +22,6 @@ def nchw_to_nlc(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
-    """Zero-pad an NCHW map at the right/bottom so H and W are multiples of ``multiple``.
-
-    Returns the padded map and the original ``(H, W)``, for cropping afterwards."""
-    h, w = x.shape[-2:]
-    pad_h, pad_w = (-h) % multiple, (-w) % multiple
-    if pad_h or pad_w:
-        x = F.pad(x, (0, pad_w, 0, pad_h))
-    return x, (h, w)
-
-
 def ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
@@ -40,7 +29,7 @@ def ceil_div(a: int, b: int) -> int:
 def drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> List[List[float]]:
     """The usual stochastic-depth schedule: linear in the global block index, split per stage."""
     total = sum(depths)
-    rates = torch.linspace(0, drop_path_rate, total).tolist() if total else []
+    rates = [drop_path_rate * i / (total - 1) if total > 1 else 0. for i in range(total)]
     out, start = [], 0
     for d in depths:
         out.append(rates[start:start + d])

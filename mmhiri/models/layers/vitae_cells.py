@@ -53,6 +53,13 @@ class PRM(nn.Module):
         return torch.cat([F.gelu(conv(x)) for conv in self.convs], dim=1)
 
 
+def check_strides(strides: Sequence[int], owner: str) -> None:
+    """Reduction cells down-sample by 1, 2 or 4 (the PCM has two stride-2 slots)."""
+    bad = [r for r in strides if r not in (1, 2, 4)]
+    if bad:
+        raise ValueError(f'{owner}: reduction strides must be 1, 2 or 4, got {list(strides)}')
+
+
 def build_token_mixer(kind: str, in_dim: int, out_dim: int, num_heads: int, window_size: int,
                       qkv_bias: bool, attn_drop: float = 0., proj_drop: float = 0.,
                       v_shortcut: bool = False) -> nn.Module:
@@ -65,7 +72,7 @@ def build_token_mixer(kind: str, in_dim: int, out_dim: int, num_heads: int, wind
                                   attn_drop=attn_drop, proj_drop=proj_drop,
                                   v_shortcut=v_shortcut)
     if kind == 'performer':
-        return PerformerAttention(in_dim, out_dim, qkv_bias=qkv_bias)
+        return PerformerAttention(in_dim, out_dim, qkv_bias=qkv_bias, proj_drop=proj_drop)
     raise ValueError(f"unknown attention type {kind!r}; expected 'window', 'transformer' or "
                      "'performer'")
 
@@ -76,8 +83,8 @@ class ReductionCell(nn.Module):
 
     ``attn_type=None`` keeps only the PRM (ViTAE's third reduction cell). Inputs of any size
     work: the map is padded right/bottom by ``max(0, r*ceil(H/r) - 1 - H)`` so that the PRM
-    (which gives ``floor((H+1)/r)``) and the PCM (``ceil(H/r)``) agree on ``ceil(H/r)``; when
-    they agree already nothing is padded.
+    (which gives ``floor((H+1)/r)`` for the stride 2 and 4 and odd kernels used here) and the
+    PCM (``ceil(H/r)``) agree on ``ceil(H/r)``; when they agree already nothing is padded.
 
     Args:
         in_channels (int): Input map channels.
@@ -95,6 +102,7 @@ class ReductionCell(nn.Module):
         transformer_qkv_bias (bool): qkv bias of 'transformer' attention (False in ViTAEv2);
             'window' and 'performer' always have one.
         norm_eps (float): LayerNorm epsilon (1e-5 in ViTAE's reduction cells).
+        drop (float): Dropout after the attention projection and in the FFN.
     """
 
     def __init__(self, in_channels: int, embed_dim: int, token_dim: int, stride: int,
@@ -102,7 +110,7 @@ class ReductionCell(nn.Module):
                  num_heads: int = 1, groups: int = 1,
                  pcm_norms: Sequence[bool] = (True, True, False), pcm_final_act: bool = False,
                  window_size: int = 7, transformer_qkv_bias: bool = False,
-                 norm_eps: float = 1e-5):
+                 norm_eps: float = 1e-5, drop: float = 0.):
         super().__init__()
         self.stride = stride
         self.prm = PRM(in_channels, embed_dim, kernel_size, stride, dilations)
@@ -121,9 +129,9 @@ class ReductionCell(nn.Module):
         self.attn = build_token_mixer(
             attn_type, dim, token_dim, num_heads, window_size,
             qkv_bias=transformer_qkv_bias if attn_type == 'transformer' else True,
-            v_shortcut=attn_type == 'transformer')
+            proj_drop=drop, v_shortcut=attn_type == 'transformer')
         self.norm2 = nn.LayerNorm(token_dim, eps=norm_eps)
-        self.ffn = Mlp(token_dim, token_dim)
+        self.ffn = Mlp(token_dim, token_dim, drop=drop)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """(N, C, H, W) map -> (N, L, token_dim) tokens and their (H', W')."""
