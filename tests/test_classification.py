@@ -100,3 +100,5 @@ def test_with_head_reproduces_official_logits(fixtures_dir, name, tmp_path):
         with torch.no_grad():
             logits = model(x, mode='tensor')
         torch.testing.assert_close(logits, outputs[key], atol=1e-5, rtol=0)
+        print(f'{name} {key}: max |logits - official| = '
+              f'{(logits - outputs[key]).abs().max().item():.2e}')

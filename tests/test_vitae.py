@@ -52,6 +52,8 @@ def test_vitaev2_detection_fixture(fixtures_dir):
         for ours, ref in zip(outs, outputs[key]):
             assert ours.shape == ref.shape
             torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+        print(f'vitaev2_det_tiny {key}: max |ours - official| = '
+              f'{max((o - r).abs().max().item() for o, r in zip(outs, outputs[key])):.2e}')
 
 
 @pytest.mark.parametrize('name', ['vitaev2_cls_tiny', 'vitae_cls_tiny'])
@@ -72,6 +74,8 @@ def test_classifier_fixtures_backbone_features(fixtures_dir, name):
         assert len(outs) == len(feats[key])
         for ours, ref in zip(outs, feats[key]):
             torch.testing.assert_close(ours, ref, atol=1e-5, rtol=0)
+        print(f'{name} {key}: max |ours - official| over stage maps = '
+              f'{max((o - r).abs().max().item() for o, r in zip(outs, feats[key])):.2e}')
 
 
 def test_performer_projection_is_loaded_not_regenerated(fixtures_dir):

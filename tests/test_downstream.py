@@ -1,0 +1,62 @@
+"""Downstream configs build with the stock framework registry, train a step and predict."""
+import copy
+import os
+
+import pytest
+import torch
+from mmengine.config import Config
+
+from conftest import ROOT
+
+
+def _det_inputs(n, h, w, with_mask):
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    g = torch.Generator().manual_seed(0)
+    inputs, samples = [], []
+    for _ in range(n):
+        inputs.append((torch.rand(3, h, w, generator=g) * 255).to(torch.uint8))
+        s = DetDataSample(metainfo=dict(img_shape=(h, w), ori_shape=(h, w), scale_factor=(1., 1.),
+                                        pad_shape=(h, w), batch_input_shape=(h, w)))
+        gt = InstanceData()
+        gt.bboxes = torch.tensor([[10., 12., 60., 70.], [40., 30., 120., 100.]])
+        gt.labels = torch.tensor([1, 3])
+        if with_mask:
+            masks = torch.zeros(2, h, w, dtype=torch.uint8)
+            masks[0, 12:70, 10:60] = 1
+            masks[1, 30:100, 40:120] = 1
+            gt.masks = BitmapMasks(masks.numpy(), h, w)
+        s.gt_instances = gt
+        samples.append(s)
+    return dict(inputs=inputs, data_samples=samples)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['mask_rcnn_hiri_s_1x.py'])
+def test_mmdet_config_trains_and_predicts(name):
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmdet.registry import MODELS
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', name))
+    assert cfg.default_scope == 'mmdet' and cfg.custom_imports['imports'] == ['mmhiri']
+    # the paper's 2x resolution, shorter side 1600, longer side <= 2666
+    assert cfg.train_dataloader.dataset.pipeline[2].scale == (2666, 1600)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.init_cfg = None  # no ImageNet weights in a test
+    init_default_scope('mmdet')
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    model.train()
+    data = _det_inputs(2, 128, 160, with_mask='mask' in name)
+    losses = model.train_step(data, optim)
+    assert {'loss_rpn_cls', 'loss_cls', 'loss_bbox'} <= set(losses)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        preds = model.val_step(_det_inputs(1, 128, 160, with_mask=False))
+    inst = preds[0].pred_instances
+    assert inst.bboxes.shape[1:] == (4, ) and len(inst.scores) == len(inst.labels)
+    if 'mask' in name:
+        assert inst.masks.shape[1:] == (128, 160)
