@@ -83,5 +83,19 @@ def test_clear_errors():
     if not __import__('torch').cuda.is_available():
         out = run('tools/train.py', 'configs/imagenet/vitae_t_224.py', '--amp', check=False)
         assert out.returncode != 0 and '--amp needs a CUDA GPU' in out.stderr
+    # an mmdet config through our entry point: without COCO, one message naming the path
+    out = run('tools/train.py', 'configs/mask_rcnn_hiri_s_1x.py', '--cfg-options',
+              'train_dataloader.dataset.data_root=/nonexistent/coco/', check=False)
+    assert out.returncode != 0 and 'Traceback' not in out.stderr
+    assert "expected '/nonexistent/coco/annotations/instances_train2017.json'" in out.stderr
+    # with data present (here: the annotation paths pointed at existing files), the missing
+    # ImageNet weights are named with the key to set
+    out = run('tools/train.py', 'configs/mask_rcnn_hiri_s_1x.py', '--cfg-options',
+              f'train_dataloader.dataset.data_root={ROOT}/',
+              f'train_dataloader.dataset.ann_file={ROOT}/README.md',
+              f'val_dataloader.dataset.ann_file={ROOT}/README.md', check=False)
+    assert out.returncode != 0 and 'Traceback' not in out.stderr
+    assert "model.backbone.init_cfg: pretrained checkpoint not found: " \
+        "'checkpoints/hiri_s_448_in1k.pth'" in out.stderr
     out = run('tools/test.py', 'configs/imagenet/vitae_t_224.py', 'nope.pth', check=False)
     assert out.returncode != 0 and "checkpoint not found: 'nope.pth'" in out.stderr

@@ -82,6 +82,13 @@ class HIRIViT(BaseBackbone):
     ``HIRIViT.cls_head_cfg`` (GAP + a C -> 5C -> classes MLP, the reading of Table 2's head that
     matches both the S and B parameter counts).
 
+    Sizes (``tools/analysis/paper_table.py``): S/B/L backbones 30.85 / 49.06 / 88.68 M
+    (Tables 4-6 imply 30.9 / 49.2 M for S/B); with the head 34.72 / 54.31 / 93.93 M (Table 2:
+    34.8 / 54.4 / 94.4); 5.00 / 9.73 / 20.26 GFLOPs at 448 and 15.99 / 31.05 / 64.51 at 768
+    (Tables 2-3: 5.0 / 9.9 / 19.9 and 16.1 / 31.6 / 63.4). Table 2's 224 and 384 rows
+    (S: 4.5 / 4.7 G, 90 % of the 448 cost at a quarter of the pixels) cannot come from this
+    network fed smaller images, whose cost scales with the pixel count: it gives 1.27 / 3.63 G.
+
     For dense prediction the paper feeds 2x resolution and uses stages 2-5 (strides 8-64), so a
     neck sees the same grid as a four-stage backbone at 1x: ``out_indices=(1, 2, 3, 4)`` is the
     default.
