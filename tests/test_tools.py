@@ -99,3 +99,14 @@ def test_clear_errors():
         "'checkpoints/hiri_s_448_in1k.pth'" in out.stderr
     out = run('tools/test.py', 'configs/imagenet/vitae_t_224.py', 'nope.pth', check=False)
     assert out.returncode != 0 and "checkpoint not found: 'nope.pth'" in out.stderr
+
+
+@pytest.mark.slow
+def test_get_flops_script():
+    out = run('tools/analysis/get_flops.py', 'configs/imagenet/vitaev2_s_224.py')
+    m = re.search(r'whole model \(ImageClassifier\): ([\d.]+) M params, ([\d.]+) GFLOPs', out.stdout)
+    assert m and abs(float(m.group(1)) - 19.36) < 0.01 and abs(float(m.group(2)) - 5.78) < 0.01
+    out = run('tools/analysis/get_flops.py', 'configs/mask_rcnn_hiri_s_1x.py', '--shape', '250', '300')
+    assert 'input: 1x3x256x320 (from 250x300, padded to /32)' in out.stdout
+    assert re.search(r'backbone \(HIRIViT\): 30\.85 M params', out.stdout)
+    assert re.search(r'whole model \(MaskRCNN\): 51\.01 M params', out.stdout)
