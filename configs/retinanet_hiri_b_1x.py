@@ -1,7 +1,13 @@
-# RetinaNet with HIRI-ViT-B, 1x schedule (HIRI-ViT §5.2, Table 4); as retinanet_hiri_s_1x.py.
-_base_ = ['./retinanet_hiri_s_1x.py']
-pretrained = 'checkpoints/hiri_b_448_in1k.pth'  # placeholder: configs/imagenet/hiri_b_448.py
+# RetinaNet with HIRI-ViT-B, 1x schedule (HIRI-ViT §5.2, Table 4): 2x input resolution (shorter side
+# 1600, longer <= 2666), stages 2-5 into the FPN (which starts at its
+# second input, as for Swin/PVT), AdamW, batch 16.
+_base_ = [
+    'mmdet::_base_/models/retinanet_r50_fpn.py',
+    './_base_/datasets/coco_detection_hr1600.py',
+    './_base_/schedules/adamw_1x.py',
+    'mmdet::_base_/default_runtime.py',
+    './_base_/backbones/hiri_vit_b_dense.py',
+]
 model = dict(
-    backbone=dict(arch='b', drop_path_rate=0.3,
-                  init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=dict(in_channels=[96, 192, 320, 640]))
+    backbone={{_base_.hiri_backbone}},
+    neck=dict(in_channels={{_base_.hiri_channels}}, start_level=1, add_extra_convs='on_input'))
