@@ -32,12 +32,17 @@ def _det_inputs(n, h, w, with_mask):
     return dict(inputs=inputs, data_samples=samples)
 
 
-# total parameters of the detectors in the HIRI-ViT paper's Table 4 (M)
+# total parameters of the detectors in the HIRI-ViT paper's Table 4 (M). ViTAEv2's Table 11
+# lists 37 M where the official backbone with mmdet's stock heads has 38.99 M (the same
+# arithmetic reproduces the table's R50 and Swin-T rows); README discusses it, so no paper
+# check for those.
 MMDET_CONFIGS = {
     'retinanet_hiri_s_1x.py': 41.1,
     'retinanet_hiri_b_1x.py': 59.8,
     'mask_rcnn_hiri_s_1x.py': 51.0,
     'mask_rcnn_hiri_b_1x.py': 69.4,
+    'mask_rcnn_vitaev2_s_1x.py': None,
+    'mask_rcnn_vitaev2_s_3x.py': None,
 }
 
 
@@ -49,15 +54,20 @@ def test_mmdet_config_trains_and_predicts(name):
     from mmdet.registry import MODELS
     cfg = Config.fromfile(os.path.join(ROOT, 'configs', name))
     assert cfg.default_scope == 'mmdet' and cfg.custom_imports['imports'] == ['mmhiri']
-    # the paper's 2x resolution, shorter side 1600, longer side <= 2666
-    assert cfg.train_dataloader.dataset.pipeline[2].scale == (2666, 1600)
+    if 'hiri' in name:  # the paper's 2x resolution, shorter side 1600, longer side <= 2666
+        assert cfg.train_dataloader.dataset.pipeline[2].scale == (2666, 1600)
+    else:  # the Swin recipe: multi-scale 480-800 with the DETR-style crop, AdamW
+        assert cfg.train_dataloader.dataset.pipeline[3].type == 'RandomChoice'
+        assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+        assert cfg.train_cfg.max_epochs == (12 if '_1x' in name else 36)
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.backbone.init_cfg = None  # no ImageNet weights in a test
     init_default_scope('mmdet')
     model = MODELS.build(model_cfg)
     model.init_weights()
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    assert abs(params / MMDET_CONFIGS[name] - 1) < 0.03, params
+    if MMDET_CONFIGS[name]:
+        assert abs(params / MMDET_CONFIGS[name] - 1) < 0.03, params
     optim = build_optim_wrapper(model, cfg.optim_wrapper)
     model.train()
     data = _det_inputs(2, 128, 160, with_mask='mask' in name)
