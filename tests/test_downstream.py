@@ -83,3 +83,47 @@ def test_mmdet_config_trains_and_predicts(name):
     assert inst.bboxes.shape[1:] == (4, ) and len(inst.scores) == len(inst.labels)
     if 'mask' in name:
         assert inst.masks.shape[1:] == (128, 160)
+
+
+# total parameters of the HIRI-ViT paper's Table 6 (M)
+MMSEG_CONFIGS = {'upernet_hiri_s_160k_ade20k.py': 61.4, 'upernet_hiri_b_160k_ade20k.py': 80.6}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', sorted(MMSEG_CONFIGS))
+def test_mmseg_config_trains_and_predicts(name):
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import PixelData
+    from mmseg.registry import MODELS
+    from mmseg.structures import SegDataSample
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', name))
+    assert cfg.default_scope == 'mmseg' and cfg.custom_imports['imports'] == ['mmhiri']
+    assert cfg.train_cfg.max_iters == 160000 and cfg.optim_wrapper.optimizer.lr == 6e-5
+    assert cfg.crop_size == (1024, 1024)  # 2x the usual 512 crop
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.init_cfg = None
+    model_cfg.data_preprocessor.size = (128, 128)  # small inputs for the CPU test
+    init_default_scope('mmseg')
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    assert abs(params / MMSEG_CONFIGS[name] - 1) < 0.03, params
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for _ in range(2):
+        s = SegDataSample(metainfo=dict(img_shape=(128, 128), ori_shape=(128, 128),
+                                        pad_shape=(128, 128)))
+        s.gt_sem_seg = PixelData(data=torch.randint(0, 150, (1, 128, 128), generator=g))
+        samples.append(s)
+    inputs = [(torch.rand(3, 128, 128, generator=g) * 255).to(torch.uint8) for _ in range(2)]
+    model.train()
+    losses = model.train_step(dict(inputs=inputs, data_samples=samples), optim)
+    assert {'decode.loss_ce', 'aux.loss_ce'} <= set(losses)
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    model.eval()
+    with torch.no_grad():
+        preds = model.val_step(dict(inputs=inputs[:1], data_samples=samples[:1]))
+    seg = preds[0].pred_sem_seg.data
+    assert seg.shape == (1, 128, 128) and int(seg.min()) >= 0 and int(seg.max()) < 150
