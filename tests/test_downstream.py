@@ -127,3 +127,58 @@ def test_mmseg_config_trains_and_predicts(name):
         preds = model.val_step(dict(inputs=inputs[:1], data_samples=samples[:1]))
     seg = preds[0].pred_sem_seg.data
     assert seg.shape == (1, 128, 128) and int(seg.min()) >= 0 and int(seg.max()) < 150
+
+
+# total parameters of the ViTAEv2 paper's Table 13 (M); HIRI-ViT has no pose number in its paper
+MMPOSE_CONFIGS = {'simplebaseline_vitaev2_s_ap10k.py': 23.1, 'simplebaseline_hiri_s_ap10k.py': None}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', sorted(MMPOSE_CONFIGS))
+def test_mmpose_config_trains_and_predicts(name):
+    import numpy as np
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmengine.structures import InstanceData, PixelData
+    from mmpose.registry import MODELS
+    from mmpose.structures import PoseDataSample
+    cfg = Config.fromfile(os.path.join(ROOT, 'configs', name))
+    assert cfg.default_scope == 'mmpose' and cfg.custom_imports['imports'] == ['mmhiri']
+    assert cfg.train_cfg.max_epochs == 210 and cfg.optim_wrapper.optimizer.type == 'Adam'
+    assert cfg.param_scheduler[1].milestones == [170, 200]
+    size = cfg.model.head.decoder.input_size[0]
+    assert size == (512 if 'hiri' in name else 256)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.backbone.init_cfg = None
+    init_default_scope('mmpose')
+    model = MODELS.build(model_cfg)
+    model.init_weights()
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    if MMPOSE_CONFIGS[name]:
+        assert abs(params / MMPOSE_CONFIGS[name] - 1) < 0.03, params
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
+    g = torch.Generator().manual_seed(0)
+    stride = size // cfg.model.head.decoder.heatmap_size[0]  # 4 (ViTAEv2) or 8 (HIRI-ViT at 2x)
+    h = size // 2  # small inputs for the CPU test
+    samples = []
+    for _ in range(2):
+        s = PoseDataSample(metainfo=dict(
+            input_size=(h, h), input_center=np.array([h / 2, h / 2]),
+            input_scale=np.array([h, h], dtype=np.float32), flip_indices=list(range(17)),
+            img_shape=(h, h), ori_shape=(h, h)))
+        s.gt_fields = PixelData(heatmaps=torch.rand(17, h // stride, h // stride, generator=g))
+        s.gt_instance_labels = InstanceData(keypoint_weights=torch.ones(1, 17))
+        s.gt_instances = InstanceData(bboxes=np.array([[0, 0, h, h]], dtype=np.float32),
+                                      bbox_scores=np.ones(1, dtype=np.float32))
+        samples.append(s)
+    inputs = [(torch.rand(3, h, h, generator=g) * 255).to(torch.uint8) for _ in range(2)]
+    model.train()
+    losses = model.train_step(dict(inputs=inputs, data_samples=samples), optim)
+    assert 'loss_kpt' in losses and torch.isfinite(losses['loss_kpt'])
+    model.eval()
+    model.head.decoder.input_size = (h, h)
+    model.head.decoder.heatmap_size = (h // stride, h // stride)
+    with torch.no_grad():
+        preds = model.val_step(dict(inputs=inputs[:1], data_samples=samples[:1]))
+    kpts = preds[0].pred_instances.keypoints
+    assert kpts.shape == (1, 17, 2) and np.isfinite(kpts).all()

@@ -71,7 +71,7 @@ def main():
         model.forward = partial(model.forward, data_samples=[DetDataSample(metainfo=meta)],
                                 mode='tensor')
     else:
-        model.forward = partial(model.forward, mode='tensor')
+        model.forward = partial(model.forward, data_samples=None, mode='tensor')
 
     params = sum(p.numel() for p in model.parameters()) / 1e6
     backbone = getattr(model, 'backbone', None)
