@@ -1,0 +1,1 @@
+"""Training components for mmengine runners (imported on demand, never by ``import mmhiri``)."""
