@@ -7,4 +7,10 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
     './_base_/backbones/hiri_vit_b_dense.py',
 ]
-model = dict(backbone={{_base_.hiri_backbone}}, neck=dict(in_channels={{_base_.hiri_channels}}))
+model = dict(
+    backbone={{_base_.hiri_backbone}},
+    neck=dict(in_channels={{_base_.hiri_channels}}),
+    rpn_head=dict(anchor_generator=dict(strides={{_base_.hiri_rpn_strides}})),
+    roi_head=dict(
+        bbox_roi_extractor={{_base_.hiri_roi_extractor}},
+        mask_roi_extractor={{_base_.hiri_roi_extractor}}))

@@ -10,4 +10,5 @@ _base_ = [
 ]
 model = dict(
     backbone={{_base_.hiri_backbone}},
-    neck=dict(in_channels={{_base_.hiri_channels}}, start_level=1, add_extra_convs='on_input'))
+    neck=dict(in_channels={{_base_.hiri_channels}}, start_level=1, add_extra_convs='on_input'),
+    bbox_head=dict(anchor_generator=dict(strides={{_base_.hiri_one_stage_strides}})))

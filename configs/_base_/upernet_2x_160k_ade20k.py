@@ -24,3 +24,6 @@ test_pipeline = [
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
+# as mmseg's Swin config: no weight decay on norms; norm_decay_mult also covers HIRI-ViT's
+# BatchNorms, which the config's 'norm' key does not match
+optim_wrapper = dict(paramwise_cfg=dict(norm_decay_mult=0.))

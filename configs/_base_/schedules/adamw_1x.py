@@ -1,14 +1,5 @@
-# 12 epochs, AdamW (lr 1e-4, wd 0.05, no decay on norms), 1000 linear warm-up iterations, lr x0.1
-# at epochs 8 and 11: mmdet's Swin 1x schedule, which HIRI-ViT §5.2 and ViTAEv2 §4.5 follow.
-# Batch 16 = 8 GPUs x 2 images; auto_scale_lr rescales for other totals (--auto-scale-lr).
-_base_ = ['mmdet::_base_/schedules/schedule_1x.py']
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1)
-]
-optim_wrapper = dict(
-    type='OptimWrapper',
-    paramwise_cfg=dict(custom_keys={'norm': dict(decay_mult=0.)}, norm_decay_mult=0.),
-    optimizer=dict(_delete_=True, type='AdamW', lr=0.0001, betas=(0.9, 0.999),
-                   weight_decay=0.05))
+# 12 epochs with the Swin detection optimiser (see ../recipes/adamw.py).
+_base_ = ['mmdet::_base_/schedules/schedule_1x.py', '../recipes/adamw.py']
+param_scheduler = {{_base_.param_scheduler_1x}}
+optim_wrapper = {{_base_.adamw_optim_wrapper}}
 auto_scale_lr = dict(enable=False, base_batch_size=16)
