@@ -20,6 +20,7 @@ def parse_args():
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save logs and results')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
+    parser.add_argument('--metrics-out', help='also write the final metrics to this JSON file')
     parser.add_argument('--amp', action='store_true', help='mixed precision inference (GPU)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
@@ -39,7 +40,13 @@ def main():
     runner = build_runner(
         cfg, config_path=args.config, work_dir=args.work_dir, load_from=args.checkpoint,
         amp=args.amp, launcher=args.launcher, dump=args.out, for_test=True)
-    runner.test()
+    metrics = runner.test()
+    if args.metrics_out:
+        import json
+        os.makedirs(osp.dirname(osp.abspath(args.metrics_out)), exist_ok=True)
+        with open(args.metrics_out, 'w') as f:
+            json.dump({k: float(v) if isinstance(v, (int, float)) else str(v)
+                       for k, v in metrics.items()}, f, indent=1)
 
 
 if __name__ == '__main__':
