@@ -1,6 +1,5 @@
-# HIRI-ViT-L on ImageNet-1K at 224x224 (HIRI-ViT §5.1, Table 2).
+# HIRI-ViT-L on ImageNet-1K at 224x224 (HIRI-ViT §5.1, Table 2): the recipe of hiri_s_224.py.
 _base_ = ['./hiri_s_224.py']
 model = dict(
-    # drop-path rate: not stated in the paper (S 0.1, B 0.3, L 0.5, as for Swin-T/S/B)
     backbone=dict(arch='l', drop_path_rate=0.5),
     head=dict(in_channels=640, mid_channels=[5 * 640]))
