@@ -43,3 +43,13 @@ def tiny_backbone(name, **kwargs):
     if name == 'ViTAEv2':
         return ViTAEv2(TINY_V2, **kwargs)
     return ViTAE(TINY_V1, **kwargs)
+
+
+def run_script(*args, check=True):
+    """Run ``python ARGS...`` from the repository root as a user would; assert success."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT)
+    if check:
+        assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
+    return out

@@ -1,23 +1,11 @@
 """tools/train.py and tools/test.py: train, resume and evaluate a config end to end."""
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, TINY_V2
-
-PY = sys.executable
-
-
-def run(*args, check=True):
-    out = subprocess.run([PY, *args], capture_output=True, text=True, cwd=ROOT)
-    if check:
-        assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
-    return out
+from conftest import ROOT, TINY_V2, run_script as run
 
 
 @pytest.fixture(scope='module')

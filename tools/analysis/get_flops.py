@@ -7,7 +7,9 @@ Counter: mmengine's FlopAnalyzer (fvcore rules) on a traced forward in ``mode='t
 linear layers and matrix products (attention included), batch/layer/group norm, upsampling,
 adaptive pooling. Not counted: element-wise operations (activations, additions, softmax).
 For two-stage detectors the RoI heads run on the RPN's proposals for this (random) input, as in
-mmdet's own get_flops. The input is padded to the preprocessor's ``pad_size_divisor``.
+mmdet's own get_flops; mask heads run on at most ``test_cfg.rcnn.max_per_img`` (100) RoIs per image,
+as at inference (mmdet's tensor path does so for Mask R-CNN, not for Cascade heads: see
+``match_inference``). The input is padded to the preprocessor's ``pad_size_divisor``.
 """
 import argparse
 import os.path as osp
@@ -43,13 +45,15 @@ def count(module, inputs):
         return analyzer.total()
 
 
-def main():
-    args = parse_args()
-    import torch
+def build_model(config, cfg_options=None):
+    """The model ``config`` builds, in eval mode, without its pretrained weights.
+
+    Returns ``(model, cfg, scope)``; the config's framework scope is made the default scope.
+    """
     from mmengine.registry import init_default_scope
 
     from mmhiri.apis import load_config
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(config, cfg_options)
     scope = cfg.default_scope
     init_default_scope(scope)
     import mmhiri  # noqa: F401
@@ -59,31 +63,95 @@ def main():
     if isinstance(backbone_cfg.get('init_cfg'), dict):
         backbone_cfg.init_cfg = None  # structure only: no need for the pretrained file
     model = registry.build(model_cfg).eval()
+    match_inference(model)
+    return model, cfg, scope
 
-    h, w = args.shape or DEFAULT_SHAPES[scope]
-    div = (model_cfg.get('data_preprocessor') or {}).get('pad_size_divisor', 1) or 1
+
+def match_inference(model):
+    """Make two mmdet heads' ``mode='tensor'`` paths do the work inference does.
+
+    - Sparse R-CNN: its learned initial proposals are valid (whole-image) boxes only after their
+      own ``init_weights``; as built they are random and RoIAlign rejects them.
+    - Cascade RoI heads with masks: the stock tensor path runs every stage's mask head on all
+      the RPN's proposals (1000); inference runs them on the final detections
+      (``test_cfg.max_per_img``, 100 per image), as StandardRoIHead's tensor path does.
+    """
+    rpn = getattr(model, 'rpn_head', None)
+    if rpn is not None and hasattr(rpn, 'init_proposal_bboxes'):
+        rpn.init_weights()
+    head = getattr(model, 'roi_head', None)
+    try:
+        from mmdet.models.roi_heads import CascadeRoIHead
+    except ImportError:
+        return
+    if isinstance(head, CascadeRoIHead) and head.with_mask and \
+            type(head).forward is CascadeRoIHead.forward:
+        cap = (head.test_cfg or {}).get('max_per_img', 100)
+        head.forward = partial(_cascade_forward, head, cap)
+
+
+def _cascade_forward(head, cap, x, rpn_results_list, batch_data_samples):
+    """CascadeRoIHead's tensor path with the mask heads on ``cap`` RoIs per image."""
+    import torch
+    from mmdet.structures.bbox import bbox2roi
+    proposals = [r.bboxes for r in rpn_results_list]
+    rois, cls_scores, bbox_preds = head._refine_roi(
+        x, bbox2roi(proposals), [s.metainfo for s in batch_data_samples],
+        tuple(len(p) for p in proposals))
+    mask_rois = torch.cat([r[:cap] for r in rois])
+    return (cls_scores, bbox_preds) + tuple(
+        head._mask_forward(stage, x, mask_rois)['mask_preds'] for stage in range(head.num_stages))
+
+
+def prepare_inputs(model, cfg, scope, shape=None, batch=1, device='cpu'):
+    """A random ``batch x 3 x H x W`` input (H, W padded to the preprocessor's
+    ``pad_size_divisor``) and ``model.forward`` bound to ``mode='tensor'`` with the data samples
+    each framework needs. Returns ``(x, (h, w), div)``: the requested size and the divisor."""
+    import torch
+    h, w = shape or DEFAULT_SHAPES[scope]
+    div = (cfg.model.get('data_preprocessor') or {}).get('pad_size_divisor', 1) or 1
     ph, pw = -(-h // div) * div, -(-w // div) * div
-    x = torch.rand(1, 3, ph, pw)
+    x = torch.rand(batch, 3, ph, pw, device=device)
     if scope == 'mmdet':
         from mmdet.structures import DetDataSample
         meta = dict(img_shape=(ph, pw), ori_shape=(h, w), scale_factor=(1., 1.),
                     batch_input_shape=(ph, pw), pad_shape=(ph, pw))
-        model.forward = partial(model.forward, data_samples=[DetDataSample(metainfo=meta)],
-                                mode='tensor')
+        samples = [DetDataSample(metainfo=meta) for _ in range(batch)]
+        for s in samples:  # Sparse R-CNN's tensor path unpacks (empty) ground truth
+            from mmengine.structures import InstanceData
+            s.gt_instances = InstanceData(bboxes=torch.zeros(0, 4, device=device),
+                                          labels=torch.zeros(0, dtype=torch.long, device=device))
+        model.forward = partial(model.forward, data_samples=samples, mode='tensor')
     else:
         model.forward = partial(model.forward, data_samples=None, mode='tensor')
+    return x, (h, w), div
 
-    params = sum(p.numel() for p in model.parameters()) / 1e6
+
+def measure(config, shape=None, cfg_options=None):
+    """Parameters (M) and GFLOPs of the whole model and of its backbone, batch 1, on CPU."""
+    model, cfg, scope = build_model(config, cfg_options)
+    x, (h, w), div = prepare_inputs(model, cfg, scope, shape)
     backbone = getattr(model, 'backbone', None)
-    bb_params = sum(p.numel() for p in backbone.parameters()) / 1e6 if backbone else None
-    flops = count(model, (x, )) / 1e9
-    bb_flops = count(backbone, (x, )) / 1e9 if backbone is not None else None
-    print(f'config: {args.config} ({scope})')
+    return dict(
+        scope=scope, model=type(model).__name__, shape=(h, w), input=tuple(x.shape[2:]), div=div,
+        params=sum(p.numel() for p in model.parameters()) / 1e6,
+        flops=count(model, (x, )) / 1e9,
+        backbone=type(backbone).__name__ if backbone is not None else None,
+        backbone_params=sum(p.numel() for p in backbone.parameters()) / 1e6
+        if backbone is not None else None,
+        backbone_flops=count(backbone, (x, )) / 1e9 if backbone is not None else None)
+
+
+def main():
+    args = parse_args()
+    r = measure(args.config, args.shape, args.cfg_options)
+    (h, w), (ph, pw), div = r['shape'], r['input'], r['div']
+    print(f'config: {args.config} ({r["scope"]})')
     print(f'input: 1x3x{ph}x{pw}' + (f' (from {h}x{w}, padded to /{div})' if (ph, pw) != (h, w) else ''))
-    if backbone is not None:
-        print(f'backbone ({type(backbone).__name__}): {bb_params:.2f} M params, '
-              f'{bb_flops:.2f} GFLOPs')
-    print(f'whole model ({type(model).__name__}): {params:.2f} M params, {flops:.2f} GFLOPs')
+    if r['backbone'] is not None:
+        print(f'backbone ({r["backbone"]}): {r["backbone_params"]:.2f} M params, '
+              f'{r["backbone_flops"]:.2f} GFLOPs')
+    print(f'whole model ({r["model"]}): {r["params"]:.2f} M params, {r["flops"]:.2f} GFLOPs')
     print('counted: conv, linear/matmul (incl. attention), norms, upsample, adaptive pool; '
           '1 multiply-add = 1 FLOP; element-wise ops not counted')
 

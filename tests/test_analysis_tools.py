@@ -1,0 +1,120 @@
+"""tools/analysis/benchmark.py and paper_table.py: run them as a user would, on small inputs."""
+import json
+import re
+import sys
+
+import pytest
+
+from conftest import ROOT, run_script as run
+
+
+def test_benchmark_cpu(tmp_path):
+    out = run('tools/analysis/benchmark.py', 'configs/imagenet/vitae_t_224.py', '--shape', '64',
+              '64', '--batch', '1', '--device', 'cpu', '--warmup', '1', '--repeats', '2',
+              '--iters', '1', '--threads', '1', '--json', str(tmp_path / 'b.json'))
+    text = out.stdout
+    assert 'input: 1x3x64x64' in text and "mode='tensor'" in text
+    assert re.search(r'\| throughput \(img/s\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \|', text), text
+    assert re.search(r'\| latency \(ms/batch\) \| [\d.]+ \| [\d.]+ \| [\d.]+ \|', text), text
+    assert re.search(r'peak memory: \d+ MiB, -?\d+ MiB above the model and input '
+                     r'\(resource\.getrusage', text), text
+    r = json.loads((tmp_path / 'b.json').read_text())
+    assert r['device'] == 'cpu' and r['input'] == [1, 3, 64, 64] and len(r['latency_ms']['runs']) == 2
+    lat = r['latency_ms']
+    assert 0 < lat['min'] <= lat['median'] <= lat['max']
+    # throughput and latency describe the same runs
+    assert abs(r['throughput_img_s']['median'] * lat['median'] / 1000 - 1) < 0.5
+
+
+@pytest.mark.slow
+def test_benchmark_backbone_only_padded_batch():
+    out = run('tools/analysis/benchmark.py', 'configs/retinanet_hiri_s_1x.py', '--shape', '60', '90',
+              '--batch', '2', '--device', 'cpu', '--warmup', '0', '--repeats', '1', '--iters', '1',
+              '--backbone-only', '--threads', '1')
+    assert 'model: HIRIViT (backbone only), 30.85 M params' in out.stdout
+    assert 'input: 2x3x64x96 (from 60x90, padded to /32)' in out.stdout
+
+
+def test_benchmark_clear_errors():
+    if not __import__('torch').cuda.is_available():
+        out = run('tools/analysis/benchmark.py', 'configs/imagenet/vitae_t_224.py', '--device',
+                  'cuda', check=False)
+        assert out.returncode != 0 and 'Traceback' not in out.stderr
+        assert '--device cuda: no CUDA GPU is available' in out.stderr
+    out = run('tools/analysis/benchmark.py', 'configs/nope.py', '--device', 'cpu', check=False)
+    assert out.returncode != 0 and "config file not found: 'configs/nope.py'" in out.stderr
+
+
+@pytest.mark.slow
+def test_paper_table_backbones_and_configs(tmp_path):
+    md = tmp_path / 'table.md'
+    out = run('tools/analysis/paper_table.py', '--only', 'backbones', 'configs', '--backbones',
+              'ViTAE-T', '--configs', 'simplebaseline_vitaev2_s_ap10k.py', 'atss_hiri_s_3x_missing',
+              '--out', str(md))
+    text = out.stdout
+    # backbone row: ours beside Table 1 with the difference
+    assert re.search(r'\| ViTAE-T \| 4\.88 / 4\.8 \(\+1\.7%\) \|', text), text
+    # config row: ours, the paper's, the difference, the source
+    row = next(line for line in text.splitlines() if '`simplebaseline_vitaev2_s_ap10k`' in line)
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert cells[1:7] == ['mmpose', '256×256', '23.04', '23.1', '-0.2%', '9.26'], cells
+    assert 'ViTAEv2 Table 13' in cells[10]
+    assert re.search(r'`atss_hiri_s_3x_missing` .*\| config not found \|', text)
+    written = md.read_text()
+    assert '<!-- paper_table:backbones -->' in written and '<!-- paper_table:configs -->' in written
+    # a partial run replaces only its own section
+    run('tools/analysis/paper_table.py', '--only', 'configs', '--configs', 'nothing_here',
+        '--out', str(md))
+    written = md.read_text()
+    assert '| ViTAE-T |' in written and 'simplebaseline_vitaev2_s_ap10k' not in written
+    assert '`nothing_here`' in written
+
+
+def paper_table_module():
+    sys.path.insert(0, f'{ROOT}/tools/analysis')
+    import paper_table
+    return paper_table
+
+
+def test_paper_table_missing_config_rows(tmp_path):
+    paper_table = paper_table_module()
+    (tmp_path / 'x_demo.py').write_text('')
+    rows = paper_table.config_rows(['retinanet_hiri_s_1x', 'x_demo'], config_dir=str(tmp_path))
+    assert [r['name'] for r in rows] == ['retinanet_hiri_s_1x', 'x_demo']
+    assert rows[0]['notes'] == ['config not found'] and rows[0]['paper_params'] == 41.1
+    assert rows[1]['notes'][0].startswith('demo config')
+    table = paper_table.config_table(rows)
+    assert '| `retinanet_hiri_s_1x` | - | - | - | 41.1 | - | - | 139 | - | - |' in table
+
+
+def test_plot_file_and_sections(tmp_path):
+    paper_table = paper_table_module()
+    png = tmp_path / 'p.png'
+    paper_table.save_plot({'A': {64: 1., 96: 2.5}, 'B': {64: 2., 96: 3.}}, str(png))
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    md = tmp_path / 't.md'
+    paper_table.write_sections(str(md), {'configs': 'C1', 'plot': 'P1'})
+    paper_table.write_sections(str(md), {'plot': 'P2'})
+    text = md.read_text()
+    assert 'C1' in text and 'P2' in text and 'P1' not in text
+
+
+@pytest.mark.slow
+def test_paper_table_plot(tmp_path):
+    png, md = tmp_path / 'plot.png', tmp_path / 'plot.md'
+    out = run('tools/analysis/paper_table.py', '--only', 'plot', '--resolutions', '64',
+              '--plot-out', str(png), '--out', str(md))
+    assert png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    head = '| resolution | HIRI-ViT-S GFLOPs | ViTAEv2-S GFLOPs | Swin-T GFLOPs | PVTv2-B2 GFLOPs |'
+    assert head in out.stdout
+    rows = [line for line in out.stdout.splitlines() if re.match(r'\| 64 \|', line)]
+    assert len(rows) == 1 and rows[0].count('(×1.00)') == 4, out.stdout
+    assert '![backbone GFLOPs vs resolution](plot.png)' in md.read_text()
+
+
+@pytest.mark.slow
+def test_paper_table_mask_rcnn_matches_table4():
+    out = run('tools/analysis/paper_table.py', '--only', 'configs', '--configs',
+              'mask_rcnn_hiri_s_1x.py')
+    assert re.search(r'\| `mask_rcnn_hiri_s_1x` \| mmdet \| 1200×1600 \(padded to 1216×1600\) \| '
+                     r'51\.01 \| 51\.0 \| \+0\.0% \| 184\.01 \| 183 \| \+0\.6% \|', out.stdout)
