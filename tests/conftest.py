@@ -8,8 +8,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-FIXTURES = os.environ.get(
-    'MMHIRI_FIXTURES', os.path.join(ROOT, '..', 'shared', 'fixtures', 'vitae_official_tiny'))
+# Golden outputs of the official ViTAE code, kept in the repository (tests/data/README.md).
+FIXTURES = os.environ.get('MMHIRI_FIXTURES',
+                          os.path.join(ROOT, 'tests', 'data', 'vitae_official_tiny'))
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
