@@ -4,7 +4,7 @@
 
 Counter: mmengine's FlopAnalyzer (fvcore rules) on a traced forward in ``mode='tensor'``, batch
 1, on CPU. One multiply-add counts as one FLOP (the papers' "GFLOPs"). Counted: convolutions,
-linear layers and matrix products (attention included), batch/layer/group norm, upsampling,
+linear layers and matrix products (attention included, fused or not), batch/layer/group norm, upsampling,
 adaptive pooling. Not counted: element-wise operations (activations, additions, softmax).
 For two-stage detectors the RoI heads run on the RPN's proposals for this (random) input, as in
 mmdet's own get_flops; mask heads run on at most ``test_cfg.rcnn.max_per_img`` (100) RoIs per image,
@@ -37,12 +37,10 @@ DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (1200, 1600), 'mmseg': (512
 
 def count(module, inputs):
     import torch
-    from mmengine.analysis import FlopAnalyzer
+
+    from mmhiri.utils.flops import flop_analyzer
     with torch.no_grad():
-        analyzer = FlopAnalyzer(module, inputs)
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        return analyzer.total()
+        return flop_analyzer(module, inputs).total()
 
 
 def build_model(config, cfg_options=None):

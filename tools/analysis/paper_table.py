@@ -85,14 +85,14 @@ def head_cost(name, channels, classes=1000):
 def count_flops(model, res):
     """(total, total without attention matrix products) at a square ``res``."""
     import torch
-    from mmengine.analysis import FlopAnalyzer
+
+    from mmhiri.utils.flops import flop_analyzer
     with torch.no_grad():
-        analyzer = FlopAnalyzer(model, torch.rand(1, 3, res, res))
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
+        analyzer = flop_analyzer(model, torch.rand(1, 3, res, res))
         total = analyzer.total()
         by_op = analyzer.by_operator()
-    matmul = sum(v for k, v in by_op.items() if k in ('matmul', 'bmm', 'einsum'))
+    matmul = sum(v for k, v in by_op.items()
+                 if k in ('matmul', 'bmm', 'einsum', 'scaled_dot_product_attention'))
     return total, total - matmul
 
 

@@ -54,6 +54,8 @@ class BaseBackbone(BaseModule):
             frozen). Defaults to False.
         with_cp (bool): Use gradient checkpointing per block to save memory. Defaults to False.
         in_channels (int): Channels of the input image. Defaults to 3.
+        fused_attn (bool): Attention through ``F.scaled_dot_product_attention`` (True) or the
+            explicit softmax(q k^T) v product (False); same parameters. Defaults to True.
         init_cfg (dict | list[dict], optional): Initialisation config, e.g.
             ``dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')``.
     """
@@ -66,7 +68,8 @@ class BaseBackbone(BaseModule):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  in_channels: int = 3,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None):
+                 init_cfg: Optional[Union[dict, List[dict]]] = None,
+                 fused_attn: bool = True):
         super().__init__(init_cfg=init_cfg)
         self.stage_channels = tuple(int(c) for c in stage_channels)
         self.stage_strides = tuple(int(s) for s in stage_strides)
@@ -82,6 +85,8 @@ class BaseBackbone(BaseModule):
         self.norm_eval = norm_eval
         self.with_cp = with_cp
         self.in_channels = in_channels
+        self.fused_attn = fused_attn
+        self.deploy = False
 
     # ----------------------------------------------------------------- metadata
     def _normalize_out_indices(self, out_indices) -> Tuple[int, ...]:
@@ -139,6 +144,12 @@ class BaseBackbone(BaseModule):
                              'N, H and W must all be >= 1')
         if not x.is_floating_point():
             raise TypeError(f'{name} expects a floating-point image tensor, got {x.dtype}')
+        param = next(self.parameters(), None)
+        if param is not None and x.dtype != param.dtype and \
+                not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f'{name} has {param.dtype} parameters but got a {x.dtype} input; '
+                            'cast one to the other (model.to(dtype) or x.to(dtype)) or run '
+                            'under torch.autocast')
 
     # ----------------------------------------------------------------- freezing
     def _frozen_modules(self) -> List[nn.Module]:
@@ -166,9 +177,36 @@ class BaseBackbone(BaseModule):
 
     def _finish_init(self) -> None:
         """Call at the end of a subclass's ``__init__``."""
+        self.set_fused_attn(self.fused_attn)
         self._freeze_stages()
 
+    # ----------------------------------------------------------------- speed
+    def set_fused_attn(self, enabled: bool = True) -> None:
+        """Switch every attention layer between the fused kernel and the explicit product."""
+        self.fused_attn = bool(enabled)
+        for m in self.modules():
+            if hasattr(m, 'fused_attn') and m is not self:
+                m.fused_attn = self.fused_attn
+
+    def switch_to_deploy(self) -> None:
+        """Turn the model into its inference form, in place: every BatchNorm is folded into a
+        convolution next to it (before it, after it, or into each branch of the sum it
+        normalises) and skips that a convolution can carry are folded into it. Outputs equal
+        the eval-mode model's up to float rounding. Irreversible: a deployed model refuses
+        ``train()``; rebuild it (or reload its checkpoint) to train again."""
+        if self.training:
+            raise RuntimeError(f'{type(self).__name__}.switch_to_deploy() folds the BatchNorms\' '
+                               'running statistics: call .eval() first')
+        for m in list(self.modules()):
+            if m is not self and hasattr(m, 'switch_to_deploy'):
+                m.switch_to_deploy()
+        self.deploy = True
+
     def train(self, mode: bool = True):
+        if mode and getattr(self, 'deploy', False):
+            raise RuntimeError(f'{type(self).__name__} was switched to deploy mode (BatchNorms '
+                               'folded into convolutions) and cannot train; build the model '
+                               'again, or load its checkpoint, to train')
         super().train(mode)
         self._freeze_stages()
         if mode and self.norm_eval:

@@ -105,6 +105,8 @@ class HIRIViT(BaseBackbone):
         frozen_stages (int): -1 = none; k = stem + stages 0..k. Defaults to -1.
         norm_eval (bool): BN layers in eval mode during training. Defaults to False.
         with_cp (bool): Gradient checkpointing per block. Defaults to False.
+        fused_attn (bool): Fused attention kernel (True) or the explicit product (False),
+            same parameters; see :meth:`set_fused_attn`. Defaults to True.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
 
     Examples:
@@ -153,6 +155,7 @@ class HIRIViT(BaseBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 fused_attn: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         self.arch_settings = resolve_arch(arch, self.arch_zoo, self.required_keys, 'HIRIViT')
         arch = self.arch_settings
@@ -161,7 +164,8 @@ class HIRIViT(BaseBackbone):
                 raise ValueError(f'HIRIViT arch[{key!r}] needs 5 entries (one per stage), '
                                  f'got {arch[key]!r}')
         super().__init__(arch['channels'], self.strides, out_indices, frozen_stages, norm_eval,
-                         with_cp, in_channels, init_cfg)
+                         with_cp, in_channels, init_cfg,
+                         fused_attn)
         channels = arch['channels']
         self.stem = HRStem(in_channels, channels[0], arch['stem_channels'], act=act)
         dprs = drop_path_rates(drop_path_rate, arch['depths'])

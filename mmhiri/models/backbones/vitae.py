@@ -60,6 +60,8 @@ class ViTAE(BaseBackbone):
         frozen_stages (int): -1 = none; k = stages 0..k. Defaults to -1.
         norm_eval (bool): BN layers in eval mode during training. Defaults to False.
         with_cp (bool): Gradient checkpointing per normal cell. Defaults to False.
+        fused_attn (bool): Fused attention kernel (True) or the explicit product (False),
+            same parameters; see :meth:`set_fused_attn`. Defaults to True.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
 
     Examples:
@@ -105,6 +107,7 @@ class ViTAE(BaseBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 fused_attn: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         vit_style = isinstance(arch, dict) and 'patch_size' in arch or \
             isinstance(arch, str) and 'patch_size' in self.arch_zoo.get(arch.lower(), {})
@@ -126,7 +129,8 @@ class ViTAE(BaseBackbone):
                 total *= r
                 strides.append(total)
         super().__init__(channels, strides, out_indices, frozen_stages, norm_eval, with_cp,
-                         in_channels, init_cfg)
+                         in_channels, init_cfg,
+                         fused_attn)
         self.stem = None
         self.stages = nn.ModuleList()
         if vit_style:

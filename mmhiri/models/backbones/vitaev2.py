@@ -53,6 +53,8 @@ class ViTAEv2(BaseBackbone):
         frozen_stages (int): -1 = none; k = stages 0..k. Defaults to -1.
         norm_eval (bool): BN layers in eval mode during training. Defaults to False.
         with_cp (bool): Gradient checkpointing per normal cell. Defaults to False.
+        fused_attn (bool): Fused attention kernel (True) or the explicit product (False),
+            same parameters; see :meth:`set_fused_attn`. Defaults to True.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
 
     Examples:
@@ -93,6 +95,7 @@ class ViTAEv2(BaseBackbone):
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
                  with_cp: bool = False,
+                 fused_attn: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         self.arch_settings = resolve_arch(arch, self.arch_zoo, self.required_keys, 'ViTAEv2')
         a = self.arch_settings
@@ -104,7 +107,8 @@ class ViTAEv2(BaseBackbone):
             total *= r
             strides.append(total)
         super().__init__(a['token_dims'], strides, out_indices, frozen_stages, norm_eval,
-                         with_cp, in_channels, init_cfg)
+                         with_cp, in_channels, init_cfg,
+                         fused_attn)
         self.stem = None
         dprs = drop_path_rates(drop_path_rate, a['depths'])
         self.stages = nn.ModuleList()

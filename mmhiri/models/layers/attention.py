@@ -23,11 +23,16 @@ class MultiheadAttention(nn.Module):
         proj_drop (float): Dropout after the output projection.
         v_shortcut (bool): Add ``v`` (heads merged) to the output: the skip a reduction cell
             needs when ``in_dim != out_dim``. Defaults to False.
+        fused_attn (bool): Compute softmax(q k^T * scale) v with
+            ``F.scaled_dot_product_attention`` (no attention matrix is materialised or kept for
+            backward); False runs the explicit product. Same parameters, same outputs up to
+            float reordering. Defaults to True.
     """
 
     def __init__(self, in_dim: int, num_heads: int, out_dim: Optional[int] = None,
                  qkv_bias: bool = True, qk_scale: Optional[float] = None,
-                 attn_drop: float = 0., proj_drop: float = 0., v_shortcut: bool = False):
+                 attn_drop: float = 0., proj_drop: float = 0., v_shortcut: bool = False,
+                 fused_attn: bool = True):
         super().__init__()
         out_dim = out_dim or in_dim
         if out_dim % num_heads:
@@ -36,6 +41,7 @@ class MultiheadAttention(nn.Module):
         self.out_dim = out_dim
         self.scale = qk_scale or (out_dim // num_heads)**-0.5
         self.v_shortcut = v_shortcut
+        self.fused_attn = fused_attn
         self.qkv = nn.Linear(in_dim, out_dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(out_dim, out_dim)
@@ -47,9 +53,13 @@ class MultiheadAttention(nn.Module):
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.out_dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        out = self.proj_drop(self.proj((attn @ v).transpose(1, 2).reshape(b, n, self.out_dim)))
+        if self.fused_attn:
+            ctx = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.attn_drop.p if self.training else 0., scale=self.scale)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            ctx = self.attn_drop(attn.softmax(dim=-1)) @ v
+        out = self.proj_drop(self.proj(ctx.transpose(1, 2).reshape(b, n, self.out_dim)))
         if self.v_shortcut:
             out = v.transpose(1, 2).reshape(b, n, self.out_dim) + out
         return out

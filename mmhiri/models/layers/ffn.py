@@ -5,6 +5,7 @@ import torch
 import torch.nn as nn
 
 from .common import build_act
+from .fusion import add_identity_to_dwconv
 
 
 class Mlp(nn.Module):
@@ -39,8 +40,17 @@ class CFFN(nn.Module):
         self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
         self.drop = nn.Dropout(drop)
+        self.identity_in_dwconv = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.act(self.fc1(x))
         z = self.drop(z)
+        if self.identity_in_dwconv:
+            return self.drop(self.fc2(self.dwconv(z)))
         return self.drop(self.fc2(self.dwconv(z) + z))
+
+    def switch_to_deploy(self) -> None:
+        """Fold the ``+ z`` skip into the depth-wise conv's centre tap."""
+        if not self.identity_in_dwconv:
+            self.dwconv = add_identity_to_dwconv(self.dwconv)
+            self.identity_in_dwconv = True

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from .attention import MultiheadAttention
 from .common import DropPath, build_act, nchw_to_nlc, nlc_to_nchw
 from .ffn import CFFN
-from .norm import build_norm2d
+from .fusion import bn_affine, fuse_bn_conv, fuse_conv_bn, scale_conv_
 
 
 class ConvBN(nn.Sequential):
@@ -37,6 +37,12 @@ class ConvBN(nn.Sequential):
         if act:
             layers.append(build_act(act))
         super().__init__(*layers)
+
+    def switch_to_deploy(self) -> None:
+        """Fold the BN into the convolution (``self[1]`` becomes an identity)."""
+        if isinstance(self[1], nn.BatchNorm2d):
+            self[0] = fuse_conv_bn(self[0], self[1])
+            self[1] = nn.Identity()
 
 
 class HRStem(nn.Module):
@@ -62,6 +68,14 @@ class HRStem(nn.Module):
         x = self.conv(x)
         return self.norm(self.high(x) + self.low(x))
 
+    def switch_to_deploy(self) -> None:
+        """Fold the BN after the sum into the last convolution of each branch."""
+        if isinstance(self.norm, nn.BatchNorm2d):
+            scale, shift = bn_affine(self.norm)
+            self.high[1] = scale_conv_(self.high[1], scale, shift)
+            self.low[2] = scale_conv_(self.low[2], scale)
+            self.norm = nn.Identity()
+
 
 class HRBlock(nn.Module):
     """HR block (§4.2, Fig. 4): depth-wise conv at full resolution in parallel with a stride-2
@@ -84,6 +98,15 @@ class HRBlock(nn.Module):
         low = F.interpolate(low, scale_factor=2., mode='nearest')[..., :h, :w]
         return x + self.drop_path(self.norm(self.high(x) + low))
 
+    def switch_to_deploy(self) -> None:
+        """Fold the BN after the fused sum into the depth-wise conv and the FFN's last conv
+        (nearest up-sampling commutes with a per-channel affine map)."""
+        if isinstance(self.norm, nn.BatchNorm2d):
+            scale, shift = bn_affine(self.norm)
+            self.high = scale_conv_(self.high, scale, shift)
+            self.ffn[2] = scale_conv_(self.ffn[2], scale)
+            self.norm = nn.Identity()
+
 
 class CFFNBlock(nn.Module):
     """CFFN block (stage 3): ``x + DropPath(CFFN(BN(x)))``."""
@@ -97,6 +120,12 @@ class CFFNBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop_path(self.cffn(self.norm(x)))
+
+    def switch_to_deploy(self) -> None:
+        """Fold the pre-norm BN into the CFFN's first (1x1) convolution."""
+        if isinstance(self.norm, nn.BatchNorm2d):
+            self.cffn.fc1 = fuse_bn_conv(self.norm, self.cffn.fc1)
+            self.norm = nn.Identity()
 
 
 class TransformerBlock(nn.Module):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .attention import MultiheadAttention, PerformerAttention, WindowAttention
 from .common import DropPath, ceil_div, maybe_checkpoint, nchw_to_nlc, nlc_to_nchw
+from .fusion import fuse_conv_bn
 from .ffn import Mlp
 
 
@@ -32,6 +33,14 @@ class PCM(nn.Sequential):
             if k < n - 1 or final_act:
                 layers[f'act{k + 1}'] = nn.SiLU()
         super().__init__(layers)
+
+    def switch_to_deploy(self) -> None:
+        """Fold each ``bn{k}`` into ``conv{k}`` (the BN becomes an identity)."""
+        for name, module in list(self.named_children()):
+            if name.startswith('bn') and isinstance(module, nn.BatchNorm2d):
+                conv = f'conv{name[2:]}'
+                setattr(self, conv, fuse_conv_bn(getattr(self, conv), module))
+                setattr(self, name, nn.Identity())
 
 
 class PRM(nn.Module):
