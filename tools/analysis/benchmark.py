@@ -3,6 +3,8 @@
     python tools/analysis/benchmark.py CONFIG [--shape H W] [--batch N] [--device cpu|cuda]
         [--warmup K] [--repeats R] [--iters I] [--backbone-only] [--threads T] [--json FILE]
         [--cfg-options k=v ...]
+    python tools/analysis/benchmark.py --side-by-side [...]   # ours vs Swin-T, PVTv2-B2,
+                                                              # ConvNeXt-T (side_by_side.py)
 
 What runs: the model built as ``get_flops.py`` builds it (no pretrained weights; random
 weights do not change the cost), in eval mode under ``torch.no_grad()``, called in
@@ -45,6 +47,10 @@ MODE = ("mode='tensor' (backbone + neck + heads, raw outputs; no data preprocess
 
 
 def parse_args(argv=None):
+    if argv is None:
+        argv = sys.argv[1:]
+    if '--side-by-side' in argv:
+        return parse_side_by_side([a for a in argv if a != '--side-by-side'])
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
@@ -73,6 +79,36 @@ def parse_args(argv=None):
         parser.error('--device cuda: no CUDA GPU is available to torch '
                      '(torch.cuda.is_available() is False); use --device cpu')
     args.device = args.device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    return args
+
+
+def parse_side_by_side(argv):
+    import side_by_side
+    parser = argparse.ArgumentParser(
+        prog='benchmark.py --side-by-side', description=side_by_side.__doc__.split('\n\n')[0],
+        epilog='See tools/analysis/side_by_side.py for what is timed and how.')
+    parser.add_argument('--sizes', type=int, nargs='+', default=[224, 448, 896])
+    parser.add_argument('--rounds', type=int, default=5, help='interleaved rounds (default 5)')
+    parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
+    parser.add_argument('--device', choices=['cpu', 'cuda'])
+    parser.add_argument('--amp', choices=['bf16', 'fp16'], help='autocast dtype (default fp32)')
+    parser.add_argument('--compile', action='store_true',
+                        help='add torch.compile variants of our deploy models')
+    parser.add_argument('--malloc', choices=['tuned', 'default'], default='tuned')
+    parser.add_argument('--train-step', action='store_true',
+                        help='add training-step time and peak memory at high resolution')
+    parser.add_argument('--only', nargs='+', choices=list(side_by_side.MODELS),
+                        help='a subset of the models')
+    parser.add_argument('--out', help='write the markdown report here too')
+    parser.add_argument('--json', help='write the raw results here')
+    args = parser.parse_args(argv)
+    args.amp = {'bf16': 'bfloat16', 'fp16': 'float16'}.get(args.amp)
+    import torch
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: no CUDA GPU is available to torch; use --device cpu')
+    if args.rounds < 1 or args.threads < 1:
+        parser.error('--rounds and --threads must be >= 1')
+    args.side_by_side = True
     return args
 
 
@@ -182,6 +218,10 @@ def report(r):
 
 def main(argv=None):
     args = parse_args(argv)
+    if getattr(args, 'side_by_side', False):
+        import side_by_side
+        side_by_side.run(args)
+        return
     r = benchmark(args)
     print(report(r))
     if args.json:
