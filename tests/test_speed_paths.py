@@ -193,3 +193,40 @@ def test_fused_attention_flops_equal_explicit():
         explicit = flop_analyzer(model, x).by_operator()
     assert fused['scaled_dot_product_attention'] == explicit['matmul'] > 0
     assert sum(fused.values()) == sum(explicit.values())
+
+
+@pytest.mark.parametrize('momentum', [0.1, None])
+def test_bn_act_keeps_less_and_matches_stock(momentum):
+    from mmhiri.models.layers.common import bn_act
+    torch.manual_seed(0)
+    bn, act = nn.BatchNorm2d(8, momentum=momentum), nn.GELU()
+    nn.init.uniform_(bn.weight, 0.5, 1.5)
+    nn.init.uniform_(bn.bias, -0.5, 0.5)
+    ref_bn = copy.deepcopy(bn)
+    x = torch.randn(2, 8, 9, 11, requires_grad=True)
+    xr = x.detach().clone().requires_grad_()
+
+    def saved(fn):
+        sizes = []
+
+        def pack(t):
+            sizes.append(t.numel())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = fn()
+        return out, sum(s for s in sizes if s >= x.numel())
+
+    for _ in range(2):  # twice: the momentum=None running average counts batches
+        y, kept = saved(lambda: bn_act(bn, act, x))
+        yr, kept_ref = saved(lambda: act(ref_bn(xr)))
+    assert kept < kept_ref
+    assert torch.equal(y, yr)
+    g = torch.randn_like(y)
+    y.backward(g)
+    yr.backward(g)
+    assert torch.allclose(x.grad, xr.grad, atol=1e-6)
+    assert torch.allclose(bn.weight.grad, ref_bn.weight.grad, atol=1e-5)
+    assert torch.allclose(bn.bias.grad, ref_bn.bias.grad, atol=1e-5)
+    for name in ('running_mean', 'running_var', 'num_batches_tracked'):
+        assert torch.equal(getattr(bn, name), getattr(ref_bn, name)), name

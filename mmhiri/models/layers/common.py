@@ -63,6 +63,30 @@ def maybe_checkpoint(fn: Callable, x: torch.Tensor, *args, enabled: bool = False
     return fn(x, *args)
 
 
+def _bn_act(x: torch.Tensor, weight, bias, eps: float, act: nn.Module) -> torch.Tensor:
+    return act(F.batch_norm(x, None, None, weight, bias, True, 0., eps))
+
+
+def bn_act(bn: nn.Module, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``act(bn(x))``, keeping only ``x`` for backward while a plain BatchNorm trains.
+
+    Stock autograd keeps both the BN's input and its output (the activation's input); here the
+    normalised map is recomputed from ``x`` in backward instead (the saving of in-place
+    activated BN: one full-size map less per BN + activation, a cheap element-wise pass more).
+    Outputs, gradients and running statistics are those of ``act(bn(x))``. Other norms
+    (SyncBatchNorm, frozen or eval-mode BN) run as they are.
+    """
+    if not (type(bn) is nn.BatchNorm2d and bn.training and bn.track_running_stats
+            and torch.is_grad_enabled() and x.requires_grad):
+        return act(bn(x))
+    with torch.no_grad():  # the running-statistics update of bn(x), exactly as bn does it
+        bn.num_batches_tracked.add_(1)
+        momentum = bn.momentum if bn.momentum is not None else \
+            1. / float(bn.num_batches_tracked)
+        F.batch_norm(x, bn.running_mean, bn.running_var, None, None, True, momentum, bn.eps)
+    return cp.checkpoint(_bn_act, x, bn.weight, bn.bias, bn.eps, act, use_reentrant=False)
+
+
 def build_act(act: str) -> nn.Module:
     acts = {'gelu': nn.GELU, 'relu': nn.ReLU, 'silu': nn.SiLU, 'identity': nn.Identity}
     if act.lower() not in acts:

@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import MultiheadAttention
-from .common import DropPath, build_act, nchw_to_nlc, nlc_to_nchw
+from .common import DropPath, bn_act, build_act, nchw_to_nlc, nlc_to_nchw
 from .ffn import CFFN
 from .fusion import bn_affine, fuse_bn_conv, fuse_conv_bn, scale_conv_
 
@@ -37,6 +37,12 @@ class ConvBN(nn.Sequential):
         if act:
             layers.append(build_act(act))
         super().__init__(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self[0](x)
+        if len(self) == 3:
+            return bn_act(self[1], self[2], x)
+        return self[1](x)
 
     def switch_to_deploy(self) -> None:
         """Fold the BN into the convolution (``self[1]`` becomes an identity)."""

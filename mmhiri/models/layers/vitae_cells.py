@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import MultiheadAttention, PerformerAttention, WindowAttention
-from .common import DropPath, ceil_div, maybe_checkpoint, nchw_to_nlc, nlc_to_nchw
+from .common import DropPath, bn_act, ceil_div, maybe_checkpoint, nchw_to_nlc, nlc_to_nchw
 from .fusion import fuse_conv_bn
 from .ffn import Mlp
 
@@ -33,6 +33,15 @@ class PCM(nn.Sequential):
             if k < n - 1 or final_act:
                 layers[f'act{k + 1}'] = nn.SiLU()
         super().__init__(layers)
+        self.num_convs = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for k in range(1, self.num_convs + 1):
+            x = getattr(self, f'conv{k}')(x)
+            bn = getattr(self, f'bn{k}', nn.Identity())
+            act = getattr(self, f'act{k}', None)
+            x = bn(x) if act is None else bn_act(bn, act, x)
+        return x
 
     def switch_to_deploy(self) -> None:
         """Fold each ``bn{k}`` into ``conv{k}`` (the BN becomes an identity)."""
