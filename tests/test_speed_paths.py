@@ -230,3 +230,26 @@ def test_bn_act_keeps_less_and_matches_stock(momentum):
     assert torch.allclose(bn.bias.grad, ref_bn.bias.grad, atol=1e-5)
     for name in ('running_mean', 'running_var', 'num_batches_tracked'):
         assert torch.equal(getattr(bn, name), getattr(ref_bn, name)), name
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_memory_efficient_training_matches_stock(name):
+    """Recomputing the light layers changes nothing but memory: outputs, gradients and BN
+    running statistics equal those of stock autograd."""
+    torch.manual_seed(0)
+    lean = tiny_backbone(name, out_indices=None if name != 'ViTAE' else (-1, ),
+                         drop_path_rate=0.).train()
+    stock = copy.deepcopy(lean)
+    stock.set_memory_efficient(False)
+    assert lean.memory_efficient and not stock.memory_efficient
+    x = torch.randn(2, 3, 67, 93)
+    outs = []
+    for model in (lean, stock):
+        out = model(x)
+        sum(o.square().mean() for o in out).backward()
+        outs.append(out)
+    assert max_rel(outs[0], outs[1]) < 1e-6
+    for (n, p), (_, q) in zip(lean.named_parameters(), stock.named_parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), n
+    for (n, p), (_, q) in zip(lean.named_buffers(), stock.named_buffers()):
+        assert torch.equal(p, q), n

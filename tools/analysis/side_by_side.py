@@ -11,16 +11,20 @@ figures are medians over the rounds, with min-max; the ratios are what a user co
 
 Models (backbone alone, eval, ``no_grad``, batch 1):
 
-* ours: HIRI-ViT-S and ViTAEv2-S, each as ``explicit`` (the attention product written out:
-  the implementation before fused attention), ``eager`` (fused attention, the default),
-  ``deploy`` (``switch_to_deploy()``: BatchNorms folded) and, with ``--compile``,
-  ``compiled`` (``torch.compile`` of the deploy model);
+* ours: HIRI-ViT-S and ViTAEv2-S, each as ``explicit`` (the attention product written out and
+  stock BN + activation autograd: the implementation before the fast paths, reachable with
+  ``fused_attn=False, memory_efficient=False``), ``eager`` (the defaults),
+  ``deploy`` (``switch_to_deploy()``: BatchNorms folded, channels-last, oneDNN linears on CPU)
+  and, with ``--compile``, ``compiled`` (``torch.compile`` of the deploy model, inductor's
+  ``freezing`` on);
 * references: mmdet's Swin-T and PVTv2-B2 and mmpretrain's ConvNeXt-T, eager, at the settings of
   their stock mmdet configs.
 
 ``--train-step`` adds one forward + backward (sum of the outputs' means) at a high resolution,
-each in a fresh process (a process's peak RSS only grows): time and peak memory above the built
-model, for ViTAEv2-S at 896² and HIRI-ViT-S at 1344², explicit vs fused attention.
+each in a fresh process (a process's peak RSS only grows) with glibc's default malloc (the tuned
+heap below keeps freed blocks, and its fragmentation inflates peak RSS): time and peak memory
+above the built model, for ViTAEv2-S at 896² and HIRI-ViT-S at 1344², ``explicit`` vs ``default`` (fused
+attention, BN + activation recomputation).
 
 Allocator (CPU): glibc's default malloc returns every block above 32 MiB to the OS on free and
 page-faults it in again on the next call, so the same eager forward ran up to ~40% slower
@@ -71,6 +75,9 @@ def build_backbone(name, fused=True):
 
     from mmhiri.apis import load_config
     config, scope = MODELS[name]
+    if '::' in config:  # a config shipped inside the framework's package
+        pkg, rel = config.split('::')
+        config = os.path.join(os.path.dirname(__import__(pkg).__file__), '.mim', 'configs', rel)
     cfg = load_config(config)
     init_default_scope(scope)
     import mmhiri  # noqa: F401
@@ -79,9 +86,11 @@ def build_backbone(name, fused=True):
     bcfg.pop('init_cfg', None)
     if bcfg.get('type', '').split('.')[-1] == 'SwinTransformer':
         bcfg['convert_weights'] = False  # only matters for loading a checkpoint
-    model = registry.build(bcfg).eval()
-    if hasattr(model, 'set_fused_attn'):
+    model = registry.build(bcfg)
+    model.eval()  # (mmdet's Swin.train returns None: no chaining)
+    if hasattr(model, 'set_fused_attn'):  # ours: explicit = the implementation before both
         model.set_fused_attn(fused)
+        model.set_memory_efficient(fused)
     return model
 
 
@@ -97,6 +106,8 @@ def make_variant(name, variant, device):
     if variant in ('deploy', 'compiled'):
         model.switch_to_deploy()
     if variant == 'compiled':
+        import torch._inductor.config as inductor_config
+        inductor_config.freezing = True  # weights are constants: folded and pre-packed
         model = torch.compile(model)
     return model
 
@@ -149,7 +160,8 @@ def train_step(name, size, fused, threads, device):
     import torch
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build_backbone(name, fused=fused).train().to(device)
+    model = build_backbone(name, fused=fused).to(device)
+    model.train()
     x = torch.rand(1, 3, size, size, device=device)
     cuda = device.type == 'cuda'
     if cuda:
@@ -173,8 +185,11 @@ def train_step_subprocess(name, size, fused, threads, device):
     code = ('import sys, json; sys.path.insert(0, %r); from side_by_side import train_step; '
             'import torch; print("RESULT", json.dumps(train_step(%r, %d, %r, %d, '
             'torch.device(%r))))' % (HERE, name, size, fused, threads, device))
+    # glibc's default malloc here: the tuned heap keeps freed blocks, and its fragmentation
+    # would inflate the peak RSS that this measures
+    env = {k: v for k, v in os.environ.items() if k not in TUNED_MALLOC}
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
-                         cwd=ROOT)
+                         cwd=ROOT, env=env)
     for line in out.stdout.splitlines():
         if line.startswith('RESULT '):
             return json.loads(line[7:])
@@ -217,9 +232,9 @@ def run(args):
                 continue
             for fused in (False, True):
                 sec, mib = train_step_subprocess(name, size, fused, args.threads, str(device))
-                result['train_step'][f'{name}|{size}|{"fused" if fused else "explicit"}'] = \
-                    dict(seconds=sec, peak_mib=mib)
-                print(f'  train step {name} {size}² {"fused" if fused else "explicit"}: '
+                label = 'default' if fused else 'explicit'
+                result['train_step'][f'{name}|{size}|{label}'] = dict(seconds=sec, peak_mib=mib)
+                print(f'  train step {name} {size}² {label}: '
                       f'{sec:.2f} s, +{mib:.0f} MiB', flush=True)
     text = report(result, args)
     print(text)
@@ -298,9 +313,10 @@ def report(result, args):
             lines.append(f'| {label} | {t[a]["median"] / t[b]["median"]:.2f} |')
     if result.get('train_step'):
         lines += ['', 'Training step (forward + backward, batch 1, fresh process each; memory: '
-                  + ('peak allocated' if result['device'] == 'cuda' else 'peak RSS')
+                  + ('peak allocated' if result['device'] == 'cuda' else
+                     "peak RSS, glibc's default malloc,")
                   + ' above the built model):', '',
-                  '| model | input | attention | step (s) | peak memory (MiB) | memory ÷ explicit |',
+                  '| model | input | variant | step (s) | peak memory (MiB) | memory ÷ explicit |',
                   '|---|---|---|---|---|---|']
         ts = result['train_step']
         for key, r in ts.items():

@@ -7,6 +7,8 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..layers.fusion import linears_to_deploy_
+
 
 def resolve_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
                  required_keys: Sequence[str], owner: str) -> dict:
@@ -56,6 +58,10 @@ class BaseBackbone(BaseModule):
         in_channels (int): Channels of the input image. Defaults to 3.
         fused_attn (bool): Attention through ``F.scaled_dot_product_attention`` (True) or the
             explicit softmax(q k^T) v product (False); same parameters. Defaults to True.
+        memory_efficient (bool): While training, recompute the light layers in backward
+            instead of keeping their outputs: BatchNorm + activation pairs, and a CFFN's
+            activation + depth-wise conv (less memory, same results, a few % more compute);
+            False keeps everything as stock autograd does. Defaults to True.
         init_cfg (dict | list[dict], optional): Initialisation config, e.g.
             ``dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')``.
     """
@@ -69,7 +75,8 @@ class BaseBackbone(BaseModule):
                  with_cp: bool = False,
                  in_channels: int = 3,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
-                 fused_attn: bool = True):
+                 fused_attn: bool = True,
+                 memory_efficient: bool = True):
         super().__init__(init_cfg=init_cfg)
         self.stage_channels = tuple(int(c) for c in stage_channels)
         self.stage_strides = tuple(int(s) for s in stage_strides)
@@ -86,6 +93,7 @@ class BaseBackbone(BaseModule):
         self.with_cp = with_cp
         self.in_channels = in_channels
         self.fused_attn = fused_attn
+        self.memory_efficient = memory_efficient
         self.deploy = False
 
     # ----------------------------------------------------------------- metadata
@@ -127,8 +135,9 @@ class BaseBackbone(BaseModule):
                 for i in self.out_indices]
 
     # ----------------------------------------------------------------- input
-    def check_input(self, x) -> None:
-        """Raise one clear error for anything that is not a non-empty NCHW image batch."""
+    def check_input(self, x) -> torch.Tensor:
+        """Raise one clear error for anything that is not a non-empty NCHW image batch of the
+        model's dtype; return ``x`` (channels-last in deploy mode)."""
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
             raise TypeError(f'{name} expects a torch.Tensor of shape (N, {self.in_channels}, H, W), '
@@ -150,6 +159,9 @@ class BaseBackbone(BaseModule):
             raise TypeError(f'{name} has {param.dtype} parameters but got a {x.dtype} input; '
                             'cast one to the other (model.to(dtype) or x.to(dtype)) or run '
                             'under torch.autocast')
+        if self.deploy:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     # ----------------------------------------------------------------- freezing
     def _frozen_modules(self) -> List[nn.Module]:
@@ -178,28 +190,44 @@ class BaseBackbone(BaseModule):
     def _finish_init(self) -> None:
         """Call at the end of a subclass's ``__init__``."""
         self.set_fused_attn(self.fused_attn)
+        self.set_memory_efficient(self.memory_efficient)
         self._freeze_stages()
 
     # ----------------------------------------------------------------- speed
+    def _set_everywhere(self, attr: str, value: bool) -> None:
+        setattr(self, attr, bool(value))
+        for m in self.modules():
+            if m is not self and hasattr(m, attr):
+                setattr(m, attr, bool(value))
+
     def set_fused_attn(self, enabled: bool = True) -> None:
         """Switch every attention layer between the fused kernel and the explicit product."""
-        self.fused_attn = bool(enabled)
-        for m in self.modules():
-            if hasattr(m, 'fused_attn') and m is not self:
-                m.fused_attn = self.fused_attn
+        self._set_everywhere('fused_attn', enabled)
+
+    def set_memory_efficient(self, enabled: bool = True) -> None:
+        """Switch the recomputation of light layers in backward on or off."""
+        self._set_everywhere('memory_efficient', enabled)
 
     def switch_to_deploy(self) -> None:
-        """Turn the model into its inference form, in place: every BatchNorm is folded into a
-        convolution next to it (before it, after it, or into each branch of the sum it
-        normalises) and skips that a convolution can carry are folded into it. Outputs equal
-        the eval-mode model's up to float rounding. Irreversible: a deployed model refuses
-        ``train()``; rebuild it (or reload its checkpoint) to train again."""
+        """Turn the model into its inference form, in place.
+
+        * every BatchNorm is folded into a convolution next to it (before it, after it, or into
+          each branch of the sum it normalises), and skips that a convolution can carry are
+          folded into it;
+        * parameters and inputs go channels-last (inputs are converted in ``forward``);
+        * on CPU, linear layers run through oneDNN (:class:`DeployLinear`).
+
+        Outputs equal the eval-mode model's up to float rounding (returned maps are
+        channels-last). Irreversible: a deployed model refuses ``train()``; rebuild it (or
+        reload its checkpoint) to train again."""
         if self.training:
             raise RuntimeError(f'{type(self).__name__}.switch_to_deploy() folds the BatchNorms\' '
                                'running statistics: call .eval() first')
         for m in list(self.modules()):
             if m is not self and hasattr(m, 'switch_to_deploy'):
                 m.switch_to_deploy()
+        linears_to_deploy_(self)
+        self.to(memory_format=torch.channels_last)
         self.deploy = True
 
     def train(self, mode: bool = True):

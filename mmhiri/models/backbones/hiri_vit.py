@@ -107,6 +107,9 @@ class HIRIViT(BaseBackbone):
         with_cp (bool): Gradient checkpointing per block. Defaults to False.
         fused_attn (bool): Fused attention kernel (True) or the explicit product (False),
             same parameters; see :meth:`set_fused_attn`. Defaults to True.
+        memory_efficient (bool): Recompute light layers (BN + activation, CFFN activation +
+            depth-wise conv) in backward instead of keeping their outputs (same results, less
+            memory); see :meth:`set_memory_efficient`. Defaults to True.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
 
     Examples:
@@ -156,6 +159,7 @@ class HIRIViT(BaseBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  fused_attn: bool = True,
+                 memory_efficient: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         self.arch_settings = resolve_arch(arch, self.arch_zoo, self.required_keys, 'HIRIViT')
         arch = self.arch_settings
@@ -165,7 +169,7 @@ class HIRIViT(BaseBackbone):
                                  f'got {arch[key]!r}')
         super().__init__(arch['channels'], self.strides, out_indices, frozen_stages, norm_eval,
                          with_cp, in_channels, init_cfg,
-                         fused_attn)
+                         fused_attn, memory_efficient)
         channels = arch['channels']
         self.stem = HRStem(in_channels, channels[0], arch['stem_channels'], act=act)
         dprs = drop_path_rates(drop_path_rate, arch['depths'])
@@ -200,7 +204,7 @@ class HIRIViT(BaseBackbone):
         trunc_normal_init_(self)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        self.check_input(x)
+        x = self.check_input(x)
         x = self.stem(x)
         outs = {}
         for i, stage in enumerate(self.stages):

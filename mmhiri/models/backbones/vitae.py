@@ -62,6 +62,9 @@ class ViTAE(BaseBackbone):
         with_cp (bool): Gradient checkpointing per normal cell. Defaults to False.
         fused_attn (bool): Fused attention kernel (True) or the explicit product (False),
             same parameters; see :meth:`set_fused_attn`. Defaults to True.
+        memory_efficient (bool): Recompute light layers (BN + activation, CFFN activation +
+            depth-wise conv) in backward instead of keeping their outputs (same results, less
+            memory); see :meth:`set_memory_efficient`. Defaults to True.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
 
     Examples:
@@ -108,6 +111,7 @@ class ViTAE(BaseBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  fused_attn: bool = True,
+                 memory_efficient: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         vit_style = isinstance(arch, dict) and 'patch_size' in arch or \
             isinstance(arch, str) and 'patch_size' in self.arch_zoo.get(arch.lower(), {})
@@ -130,7 +134,7 @@ class ViTAE(BaseBackbone):
                 strides.append(total)
         super().__init__(channels, strides, out_indices, frozen_stages, norm_eval, with_cp,
                          in_channels, init_cfg,
-                         fused_attn)
+                         fused_attn, memory_efficient)
         self.stem = None
         self.stages = nn.ModuleList()
         if vit_style:
@@ -196,7 +200,7 @@ class ViTAE(BaseBackbone):
         return self.avg_norm(pooled) if self.avg_norm is not None else pooled
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        self.check_input(x)
+        x = self.check_input(x)
         outs = {}
         for i, stage in enumerate(self.stages):
             tokens, hw = stage(x, with_cp=self.with_cp)

@@ -55,6 +55,9 @@ class ViTAEv2(BaseBackbone):
         with_cp (bool): Gradient checkpointing per normal cell. Defaults to False.
         fused_attn (bool): Fused attention kernel (True) or the explicit product (False),
             same parameters; see :meth:`set_fused_attn`. Defaults to True.
+        memory_efficient (bool): Recompute light layers (BN + activation, CFFN activation +
+            depth-wise conv) in backward instead of keeping their outputs (same results, less
+            memory); see :meth:`set_memory_efficient`. Defaults to True.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
 
     Examples:
@@ -96,6 +99,7 @@ class ViTAEv2(BaseBackbone):
                  norm_eval: bool = False,
                  with_cp: bool = False,
                  fused_attn: bool = True,
+                 memory_efficient: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         self.arch_settings = resolve_arch(arch, self.arch_zoo, self.required_keys, 'ViTAEv2')
         a = self.arch_settings
@@ -108,7 +112,7 @@ class ViTAEv2(BaseBackbone):
             strides.append(total)
         super().__init__(a['token_dims'], strides, out_indices, frozen_stages, norm_eval,
                          with_cp, in_channels, init_cfg,
-                         fused_attn)
+                         fused_attn, memory_efficient)
         self.stem = None
         dprs = drop_path_rates(drop_path_rate, a['depths'])
         self.stages = nn.ModuleList()
@@ -135,7 +139,7 @@ class ViTAEv2(BaseBackbone):
         trunc_normal_init_(self, conv_fan_out=False)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        self.check_input(x)
+        x = self.check_input(x)
         outs = {}
         for i, stage in enumerate(self.stages):
             tokens, hw = stage(x, with_cp=self.with_cp)

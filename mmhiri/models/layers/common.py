@@ -56,10 +56,44 @@ class DropPath(nn.Module):
         return f'drop_prob={self.drop_prob}'
 
 
+class _KeepRunningStats:
+    """Inside: whatever runs, the BatchNorms of ``module`` end with the running statistics
+    (and batch counters) they had on entry. The code path itself is untouched, so a
+    checkpoint's recomputation saves exactly what its forward saved."""
+
+    def __init__(self, module):
+        self.bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                    and m.track_running_stats] if isinstance(module, nn.Module) else []
+
+    def __enter__(self):
+        self.saved = [(bn.running_mean.clone(), bn.running_var.clone(),
+                       bn.num_batches_tracked.clone()) for bn in self.bns]
+
+    def __exit__(self, *exc):
+        with torch.no_grad():
+            for bn, (mean, var, count) in zip(self.bns, self.saved):
+                bn.running_mean.copy_(mean)
+                bn.running_var.copy_(var)
+                bn.num_batches_tracked.copy_(count)
+
+
 def maybe_checkpoint(fn: Callable, x: torch.Tensor, *args, enabled: bool = False):
-    """Run ``fn(x, *args)``, with activation checkpointing when ``enabled`` and grads flow."""
+    """Run ``fn(x, *args)``, with activation checkpointing when ``enabled`` and grads flow.
+
+    The recomputation in backward must not update BatchNorm running statistics a second time
+    (it would, as a plain re-run of a training-mode forward): it runs with them frozen.
+    """
     if enabled and x.requires_grad:
-        return cp.checkpoint(fn, x, *args, use_reentrant=False)
+        calls = []
+
+        def run(*inputs):
+            if not calls:  # the forward pass
+                calls.append(1)
+                return fn(*inputs)
+            with _KeepRunningStats(fn):  # the recomputation in backward
+                return fn(*inputs)
+
+        return cp.checkpoint(run, x, *args, use_reentrant=False)
     return fn(x, *args)
 
 
@@ -67,16 +101,17 @@ def _bn_act(x: torch.Tensor, weight, bias, eps: float, act: nn.Module) -> torch.
     return act(F.batch_norm(x, None, None, weight, bias, True, 0., eps))
 
 
-def bn_act(bn: nn.Module, act: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def bn_act(bn: nn.Module, act: nn.Module, x: torch.Tensor, recompute: bool = True
+           ) -> torch.Tensor:
     """``act(bn(x))``, keeping only ``x`` for backward while a plain BatchNorm trains.
 
     Stock autograd keeps both the BN's input and its output (the activation's input); here the
     normalised map is recomputed from ``x`` in backward instead (the saving of in-place
     activated BN: one full-size map less per BN + activation, a cheap element-wise pass more).
     Outputs, gradients and running statistics are those of ``act(bn(x))``. Other norms
-    (SyncBatchNorm, frozen or eval-mode BN) run as they are.
+    (SyncBatchNorm, frozen or eval-mode BN) and ``recompute=False`` run as they are.
     """
-    if not (type(bn) is nn.BatchNorm2d and bn.training and bn.track_running_stats
+    if not (recompute and type(bn) is nn.BatchNorm2d and bn.training and bn.track_running_stats
             and torch.is_grad_enabled() and x.requires_grad):
         return act(bn(x))
     with torch.no_grad():  # the running-statistics update of bn(x), exactly as bn does it

@@ -3,6 +3,7 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint as cp
 
 from .common import build_act
 from .fusion import add_identity_to_dwconv
@@ -29,8 +30,12 @@ class CFFN(nn.Module):
     """Convolutional FFN (HIRI-ViT Eq. 3) on NCHW maps: FC(DWConv(z) + z), z = act(FC(x)).
 
     The FCs are 1x1 convolutions so the block works on maps directly; the depth-wise 3x3
-    convolution is the 2D inductive bias (and the only positional signal of HIRI-ViT).
+    convolution is the 2D inductive bias (and the only positional signal of HIRI-ViT). With
+    ``memory_efficient`` (training), activation + depth-wise conv + skip are recomputed in
+    backward from ``FC(x)``: one hidden-width map kept instead of two.
     """
+
+    memory_efficient = False
 
     def __init__(self, channels: int, expansion: float, act: str = 'gelu', drop: float = 0.):
         super().__init__()
@@ -42,12 +47,17 @@ class CFFN(nn.Module):
         self.drop = nn.Dropout(drop)
         self.identity_in_dwconv = False
 
+    def _act_dwconv(self, h: torch.Tensor) -> torch.Tensor:
+        z = self.drop(self.act(h))
+        return self.dwconv(z) if self.identity_in_dwconv else self.dwconv(z) + z
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.act(self.fc1(x))
-        z = self.drop(z)
-        if self.identity_in_dwconv:
-            return self.drop(self.fc2(self.dwconv(z)))
-        return self.drop(self.fc2(self.dwconv(z) + z))
+        h = self.fc1(x)
+        if self.memory_efficient and self.training and h.requires_grad:
+            y = cp.checkpoint(self._act_dwconv, h, use_reentrant=False)
+        else:
+            y = self._act_dwconv(h)
+        return self.drop(self.fc2(y))
 
     def switch_to_deploy(self) -> None:
         """Fold the ``+ z`` skip into the depth-wise conv's centre tap."""

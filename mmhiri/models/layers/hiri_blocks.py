@@ -26,7 +26,10 @@ from .fusion import bn_affine, fuse_bn_conv, fuse_conv_bn, scale_conv_
 
 
 class ConvBN(nn.Sequential):
-    """Conv2d (no bias) -> BatchNorm2d -> optional activation."""
+    """Conv2d (no bias) -> BatchNorm2d -> optional activation (BN + activation through
+    :func:`bn_act` while training: only the BN input is kept for backward)."""
+
+    memory_efficient = True
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1,
                  groups: int = 1, act: Optional[str] = None):
@@ -41,7 +44,7 @@ class ConvBN(nn.Sequential):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self[0](x)
         if len(self) == 3:
-            return bn_act(self[1], self[2], x)
+            return bn_act(self[1], self[2], x, self.memory_efficient)
         return self[1](x)
 
     def switch_to_deploy(self) -> None:

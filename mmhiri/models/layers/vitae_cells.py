@@ -19,7 +19,9 @@ from .ffn import Mlp
 class PCM(nn.Sequential):
     """Parallel Convolution Module: a stack of grouped 3x3 convs (SiLU between them), the
     cell's locality branch. ``norms[k]`` puts a BatchNorm after conv ``k``; ``final_act`` adds a
-    SiLU after the last conv (ViTAE v1)."""
+    SiLU after the last conv (ViTAE v1). BN + SiLU run through :func:`bn_act` while training."""
+
+    memory_efficient = True
 
     def __init__(self, channels: Sequence[int], strides: Sequence[int], groups: int,
                  norms: Sequence[bool], final_act: bool = False):
@@ -40,7 +42,7 @@ class PCM(nn.Sequential):
             x = getattr(self, f'conv{k}')(x)
             bn = getattr(self, f'bn{k}', nn.Identity())
             act = getattr(self, f'act{k}', None)
-            x = bn(x) if act is None else bn_act(bn, act, x)
+            x = bn(x) if act is None else bn_act(bn, act, x, self.memory_efficient)
         return x
 
     def switch_to_deploy(self) -> None:
