@@ -109,6 +109,7 @@ def parse_side_by_side(argv):
     if args.rounds < 1 or args.threads < 1:
         parser.error('--rounds and --threads must be >= 1')
     args.side_by_side = True
+    args.argv = list(argv)
     return args
 
 

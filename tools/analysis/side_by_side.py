@@ -15,8 +15,8 @@ Models (backbone alone, eval, ``no_grad``, batch 1):
   stock BN + activation autograd: the implementation before the fast paths, reachable with
   ``fused_attn=False, memory_efficient=False``), ``eager`` (the defaults),
   ``deploy`` (``switch_to_deploy()``: BatchNorms folded, channels-last, oneDNN linears on CPU)
-  and, with ``--compile``, ``compiled`` (``torch.compile`` of the deploy model, inductor's
-  ``freezing`` on);
+  and, with ``--compile``, ``compiled`` (``torch.compile(dynamic=False)`` of the deploy model,
+  inductor's ``freezing`` on);
 * references: mmdet's Swin-T and PVTv2-B2 and mmpretrain's ConvNeXt-T, eager, at the settings of
   their stock mmdet configs.
 
@@ -108,7 +108,7 @@ def make_variant(name, variant, device):
     if variant == 'compiled':
         import torch._inductor.config as inductor_config
         inductor_config.freezing = True  # weights are constants: folded and pre-packed
-        model = torch.compile(model)
+        model = torch.compile(model, dynamic=False)  # one static graph per input size
     return model
 
 
@@ -222,7 +222,7 @@ def run(args):
         machine=cpu_name() if device.type == 'cpu' else torch.cuda.get_device_name(device),
         device=device.type, threads=torch.get_num_threads() if device.type == 'cpu' else None,
         amp=args.amp, malloc={k: os.environ.get(k) for k in TUNED_MALLOC},
-        versions=versions(), rounds=args.rounds,
+        versions=versions(), rounds=args.rounds, argv=args.argv,
         throughput={'|'.join(map(str, k)): dict(median=statistics.median(v), min=v[0],
                                                 max=v[-1]) for k, v in thr.items()})
     if args.train_step:
@@ -285,6 +285,18 @@ def report(result, args):
     sizes = sorted({int(k.split('|')[2]) for k in t})
     amp = f', autocast {result["amp"]}' if result['amp'] else ', fp32'
     lines = [
+        '# Side-by-side benchmark',
+        '',
+        'Written by `python tools/analysis/benchmark.py --side-by-side '
+        + ' '.join(result.get('argv', [])) + '` (see `tools/analysis/side_by_side.py` for '
+        'what is timed and how). Variants of ours: `explicit` = attention product written '
+        'out and stock BN + activation autograd (the implementation before the fast paths: '
+        '`fused_attn=False, memory_efficient=False`); `eager` = the defaults (fused '
+        'attention); `deploy` = `switch_to_deploy()` (BatchNorms folded, channels-last, oneDNN '
+        'linears on CPU); `compiled` = `torch.compile(dynamic=False)` of the deploy model with '
+        'inductor `freezing`. References: the backbones of mmdet\'s stock Swin-T Mask R-CNN, '
+        'PVTv2-B2 RetinaNet and ConvNeXt-T Mask R-CNN configs, eager.',
+        '',
         f'Device: {result["device"]} ({result["machine"]}'
         + (f', {result["threads"]} torch threads' if result['threads'] else '') + f'){amp}; '
         + ', '.join(f'{k} {v}' for k, v in result['versions'].items()) + '.',

@@ -93,7 +93,8 @@ class DeployLinear(nn.Linear):
     """``nn.Linear`` (same parameters) that on CPU runs as a 1x1 convolution over a
     channels-last view of the tokens: oneDNN's convolution instead of the BLAS ``addmm``,
     measured 2.2-2.4x faster for the token widths of these models on the benchmark machine
-    (``docs/benchmark.md``). Other devices call ``F.linear``. Used by ``switch_to_deploy``."""
+    (``docs/benchmark.md``). Other devices, and ``torch.compile`` with dynamic shapes (whose
+    stride rules this view trick trips), call ``F.linear``. Used by ``switch_to_deploy``."""
 
     @classmethod
     def from_linear(cls, linear: nn.Linear) -> 'DeployLinear':
@@ -105,7 +106,8 @@ class DeployLinear(nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != 'cpu' or x.dim() < 2 or x.dtype != self.weight.dtype:
+        if x.device.type != 'cpu' or x.dim() < 2 or x.dtype != self.weight.dtype or \
+                any(isinstance(s, torch.SymInt) for s in x.shape):
             return torch.nn.functional.linear(x, self.weight, self.bias)
         lead, c = x.shape[:-1], x.shape[-1]
         rows = x.reshape(1, -1, 1, c).permute(0, 3, 1, 2)  # (1, C, M, 1), channels-last
