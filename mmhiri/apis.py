@@ -5,6 +5,7 @@ which every framework's ``default_runtime`` base sets; the framework's registrie
 their modules lazily, as in the frameworks' own entry points.
 """
 import os.path as osp
+import sys
 from typing import Optional
 
 from mmengine.config import Config
@@ -19,6 +20,7 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
         raise FileNotFoundError(f'config file not found: {path!r}')
     cfg = Config.fromfile(path)
     if cfg_options:
+        check_cfg_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     scope = cfg.get('default_scope')
     if scope not in FRAMEWORKS:
@@ -26,6 +28,57 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
             f'{path}: default_scope is {scope!r}; expected one of {FRAMEWORKS}. Inherit the '
             "framework's runtime, e.g. _base_ = ['mmdet::_base_/default_runtime.py'].")
     return cfg
+
+
+def check_cfg_options(cfg: Config, cfg_options: dict) -> None:
+    """Every ``--cfg-options`` key must extend what the config has: all but its last part must
+    exist (``nonexistent_key.foo=3`` is a typo, not a new setting). New last parts are allowed
+    (``model.backbone.with_cp=True``); hook arguments are checked by
+    :func:`check_hook_args`."""
+    for key in cfg_options:
+        node, parts = cfg, key.split('.')
+        for i, part in enumerate(parts[:-1]):
+            if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            elif isinstance(node, dict) and part in node:
+                node = node[part]
+            else:
+                where = '.'.join(parts[:i]) or 'the top level'
+                known = sorted(node) if isinstance(node, dict) else \
+                    f'indices 0..{len(node) - 1}' if isinstance(node, (list, tuple)) else []
+                raise SystemExit(f'--cfg-options {key}: the config has no '
+                                 f'{".".join(parts[:i + 1])!r} (keys at {where}: {known})')
+
+
+def check_hook_args(cfg: Config) -> None:
+    """Hook arguments a hook would not accept stop the run before it starts. Hooks that take
+    ``**kwargs`` are checked where those go somewhere known: mmengine's ``CheckpointHook``
+    hands them to ``Runner.save_checkpoint`` (a typo there used to surface only at the first
+    save, after a whole epoch)."""
+    import inspect
+
+    from mmengine.hooks import CheckpointHook
+    from mmengine.registry import HOOKS
+    from mmengine.runner import Runner
+    hooks = [(f'default_hooks.{k}', v) for k, v in (cfg.get('default_hooks') or {}).items()]
+    hooks += [(f'custom_hooks.{i}', v) for i, v in enumerate(cfg.get('custom_hooks') or [])]
+    for where, hook in hooks:
+        if not isinstance(hook, dict) or not isinstance(hook.get('type'), str):
+            continue
+        cls = HOOKS.get(hook['type'])
+        if not inspect.isclass(cls):
+            continue
+        params = inspect.signature(cls.__init__).parameters
+        allowed = {n for n in params if n != 'self'}
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            if not issubclass(cls, CheckpointHook):
+                continue
+            allowed |= set(inspect.signature(Runner.save_checkpoint).parameters) - \
+                {'self', 'out_dir', 'filename'}
+        unknown = sorted(set(hook) - allowed - {'type', '_scope_', 'priority'})
+        if unknown:
+            raise SystemExit(f'{where} ({hook["type"]}): unknown argument(s) {unknown}; '
+                             f'{hook["type"]} takes {sorted(allowed)}')
 
 
 def build_runner(cfg: Config,
@@ -38,8 +91,13 @@ def build_runner(cfg: Config,
                  no_validate: bool = False,
                  launcher: str = 'none',
                  dump: Optional[str] = None,
-                 for_test: bool = False):
-    """Apply the usual command-line switches to ``cfg`` and build its Runner."""
+                 for_test: bool = False,
+                 overwrite: bool = False):
+    """Apply the usual command-line switches to ``cfg`` and build its Runner.
+
+    Refuses, before anything runs: a training run into a work dir that already holds
+    checkpoints, unless ``resume`` or ``overwrite``; a checkpoint to test, resume or load
+    (``load_from``) that does not fit the model (see :func:`check_checkpoint_fits`)."""
     import torch
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -78,8 +136,18 @@ def build_runner(cfg: Config,
         cfg.val_evaluator = None
 
     if resume == 'auto':
+        from .utils.checkpointing import find_resumable
         cfg.resume = True
         cfg.load_from = None
+        found, skipped = find_resumable(cfg.work_dir)
+        for s in skipped:
+            print(f'--resume: skipping {s}', file=sys.stderr)
+        if found:
+            print(f'--resume: resuming from {found}', file=sys.stderr)
+            cfg.load_from = found
+        elif skipped:
+            print('--resume: no complete checkpoint left; starting from scratch',
+                  file=sys.stderr)
     elif resume is not None:
         if not osp.isfile(resume):
             raise SystemExit(f'--resume: checkpoint not found: {resume!r}')
@@ -98,9 +166,73 @@ def build_runner(cfg: Config,
                               dict(type='DumpResults', out_file_path=dump)]
 
     check_paths(cfg, for_test=for_test)
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    check_hook_args(cfg)
+    use_safe_checkpoints(cfg)
+    if not for_test and not cfg.get('resume') and not overwrite:
+        check_work_dir_is_free(cfg.work_dir)
+    runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
+    if cfg.get('load_from'):
+        check_checkpoint_fits(runner.model, cfg.load_from,
+                              whole=for_test or bool(cfg.get('resume')))
+    return runner
+
+
+def use_safe_checkpoints(cfg: Config) -> None:
+    """Save checkpoints through :class:`mmhiri.utils.checkpointing.SafeCheckpointHook`
+    (temporary file, rename, then prune): a kill during a save loses nothing."""
+    from .utils import checkpointing  # noqa: F401  (registers SafeCheckpointHook)
+    hook = (cfg.get('default_hooks') or {}).get('checkpoint')
+    if isinstance(hook, dict) and hook.get('type') in ('CheckpointHook',
+                                                       'mmengine.CheckpointHook'):
+        hook['type'] = 'SafeCheckpointHook'
+
+
+def check_work_dir_is_free(work_dir: str) -> None:
+    """A new training run must not overwrite the checkpoints of an earlier one silently."""
+    import glob
+    found = sorted(glob.glob(osp.join(work_dir, '*.pth')))
+    if osp.isfile(osp.join(work_dir, 'last_checkpoint')):
+        found.append('last_checkpoint')
+    if found:
+        names = ', '.join(osp.basename(f) for f in found[:5]) + (' ...' if len(found) > 5 else '')
+        raise SystemExit(
+            f'work dir {work_dir!r} already holds checkpoints ({names}). Pass --resume to '
+            'continue that run, --overwrite to start a new one there anyway, or --work-dir '
+            'to use another directory.')
+
+
+def check_checkpoint_fits(model, checkpoint: str, whole: bool) -> None:
+    """Stop with counts when ``checkpoint`` does not fit ``model``.
+
+    Threshold: with ``whole`` (testing, resuming) every model tensor must be in the checkpoint
+    with the model's shape; otherwise (``load_from`` before fine-tuning, where a new head is
+    normal) every backbone tensor must. The message gives the matched / missing / mismatched /
+    unexpected counts and the first names."""
+    import torch
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from .models.converters import compare_keys, summarize
+    ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
+    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise SystemExit(f'{checkpoint!r} holds no state_dict of tensors (a model checkpoint '
+                         "is a dict with a 'state_dict', or a state_dict itself)")
+    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    own = getattr(model, 'module', model).state_dict()
+    if not whole:
+        own = {k: v for k, v in own.items() if k.startswith('backbone.')} or own
+    missing, unexpected, shapes = compare_keys(own, state)
+    if missing or shapes:
+        matched = len(own) - len(missing) - len(shapes)
+        scope = 'model' if whole or not any(k.startswith('backbone.') for k in own) \
+            else 'backbone'
+        raise SystemExit(
+            f'checkpoint {checkpoint!r} does not fit this {type(getattr(model, "module", model)).__name__}: '
+            f'{matched} of {len(own)} {scope} tensors match, {len(missing)} missing '
+            f'{summarize(missing, 5)}, {len(shapes)} with another shape {summarize(shapes, 5)}'
+            f' ({len([k for k in state if k not in own])} checkpoint tensors unused). Every '
+            f'{scope} tensor must load: is it the checkpoint of this config?')
 
 
 def _datasets(dataset):

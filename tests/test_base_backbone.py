@@ -210,3 +210,55 @@ def test_default_init(name):
     assert all(not m.bias.any() for m in linears if m.bias is not None)
     norms = [m for m in models[0].modules() if isinstance(m, (torch.nn.LayerNorm, _BatchNorm))]
     assert all(torch.all(m.weight == 1) and not m.bias.any() for m in norms)
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_pretrained_that_does_not_fit_is_refused_with_counts(name, tmp_path):
+    """Another model's weights used to load 0 tensors with a warning and train from scratch."""
+    other = tiny_backbone('ViTAEv2' if name == 'HIRIViT' else 'HIRIViT')
+    path = tmp_path / 'other.pth'
+    torch.save({'state_dict': other.state_dict(), 'meta': {}}, path)
+    model = tiny_backbone(name, init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    n = len(model.state_dict())
+    with pytest.raises(ValueError, match=rf"'{path}' does not fit this backbone: 0 of {n} "
+                       r'tensors match, \d+ missing .* \d+ unexpected'):
+        model.init_weights()
+
+
+def test_pretrained_whole_model_without_prefix_says_so(tmp_path):
+    source = tiny_backbone('ViTAEv2')
+    path = tmp_path / 'det.pth'
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in source.state_dict().items()}}, path)
+    model = tiny_backbone('ViTAEv2', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(ValueError, match=r"needs prefix='backbone.'"):
+        model.init_weights()
+    wrong = tiny_backbone('ViTAEv2', init_cfg=dict(type='Pretrained', checkpoint=str(path),
+                                                    prefix='model.'))
+    with pytest.raises(ValueError, match=r"no key starts with 'model.'"):
+        wrong.init_weights()
+
+
+def test_pretrained_shape_mismatch_is_named(tmp_path):
+    from conftest import TINY_V2
+    wider = dict(TINY_V2, token_dims=[8, 16, 32, 128])
+    from mmhiri.models import ViTAEv2
+    path = tmp_path / 'wider.pth'
+    torch.save(ViTAEv2(wider).state_dict(), path)
+    model = tiny_backbone('ViTAEv2', init_cfg=dict(type='Pretrained', checkpoint=str(path)))
+    with pytest.raises(ValueError, match=r'[1-9]\d* with another shape \[.stages\.3\.'):
+        model.init_weights()
+
+
+def test_pretrained_classifier_backbone_into_dense_backbone(tmp_path):
+    """A classifier's HIRI-ViT has the last output norm only; the dense backbone's other output
+    norms may be missing (they keep their initial values); every stage tensor loads."""
+    torch.manual_seed(0)
+    cls_backbone = tiny_backbone('HIRIViT', out_indices=(4, ))
+    path = tmp_path / 'cls.pth'
+    torch.save({'state_dict': {'backbone.' + k: v for k, v in
+                               cls_backbone.state_dict().items()}}, path)
+    dense = tiny_backbone('HIRIViT', out_indices=(1, 2, 3, 4), init_cfg=dict(
+        type='Pretrained', checkpoint=str(path), prefix='backbone.'))
+    dense.init_weights()
+    for k, v in cls_backbone.state_dict().items():
+        assert torch.equal(dense.state_dict()[k], v), k

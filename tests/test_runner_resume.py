@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -111,3 +112,69 @@ def test_checkpoint_needs_our_allow_list(tmp_path):
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.split() == ['plain:', 'refused', 'with', 'mmhiri:', 'ok']
+
+
+def make_safe_runner(work_dir, max_iters, max_keep=1, load_from=None):
+    import mmhiri.utils.checkpointing  # noqa: F401  (registers SafeCheckpointHook)
+    torch.manual_seed(0)
+    return Runner(
+        model=ToyClassifier(), work_dir=str(work_dir),
+        train_dataloader=dict(dataset=ToyData(), batch_size=2, num_workers=0,
+                              sampler=dict(type='DefaultSampler', shuffle=True),
+                              collate_fn=dict(type='default_collate')),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', interval=1,
+                                           by_epoch=False, max_keep_ckpts=max_keep),
+                           logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0), resume=load_from is not None, load_from=load_from)
+
+
+def test_a_kill_during_a_save_loses_nothing(tmp_path, monkeypatch):
+    """With max_keep_ckpts=1 a kill while iter_3.pth is written used to leave iter_2.pth
+    deleted, iter_3.pth truncated and last_checkpoint naming it. Here the write dies after half
+    of the bytes: the previous checkpoint and last_checkpoint are intact."""
+    import os.path as osp
+
+    import mmengine.fileio.backends.local_backend as lb
+
+    from mmhiri.utils.checkpointing import find_resumable, is_complete_checkpoint
+    runner = make_safe_runner(tmp_path, max_iters=2)
+    runner.train()
+    assert sorted(p.name for p in tmp_path.glob('*.pth')) == ['iter_2.pth']
+    real_put = lb.LocalBackend.put
+
+    def dying_put(self, obj, filepath):
+        with open(filepath, 'wb') as f:
+            f.write(obj[:len(obj) // 2])
+        raise KeyboardInterrupt('killed while saving')
+
+    runner = make_safe_runner(tmp_path, max_iters=3, load_from=str(tmp_path / 'iter_2.pth'))
+    monkeypatch.setattr(lb.LocalBackend, 'put', dying_put)
+    with pytest.raises(KeyboardInterrupt):
+        runner.train()
+    monkeypatch.setattr(lb.LocalBackend, 'put', real_put)
+    assert is_complete_checkpoint(str(tmp_path / 'iter_2.pth'))[0]
+    assert not (tmp_path / 'iter_3.pth').exists()
+    assert (tmp_path / 'last_checkpoint').read_text() == osp.join(str(tmp_path), 'iter_2.pth')
+    assert find_resumable(str(tmp_path)) == (str(tmp_path / 'iter_2.pth'), [])
+
+
+def test_resume_skips_a_truncated_newest_checkpoint(tmp_path):
+    import os
+    import time
+
+    from mmhiri.utils.checkpointing import find_resumable
+    runner = make_safe_runner(tmp_path, max_iters=3, max_keep=3)
+    runner.train()
+    newest = tmp_path / 'iter_3.pth'
+    data = newest.read_bytes()
+    newest.write_bytes(data[:len(data) // 3])  # what a kill in a plain torch.save leaves
+    later = time.time() + 5
+    os.utime(newest, (later, later))
+    found, skipped = find_resumable(str(tmp_path))
+    assert found == str(tmp_path / 'iter_2.pth')
+    assert len(skipped) == 1 and skipped[0].startswith(str(newest)) and 'truncated' in skipped[0]
+    (tmp_path / 'iter_2.pth').write_bytes(b'')
+    found, skipped = find_resumable(str(tmp_path))
+    assert found == str(tmp_path / 'iter_1.pth') and '(empty)' in skipped[1]

@@ -65,6 +65,45 @@ def test_train_resume_test(cls_config, tmp_path):
     assert len(preds) == 8 and all('pred_label' in p for p in preds)
 
 
+@pytest.mark.slow
+def test_wrong_files_and_typos_are_refused_by_name(cls_config, tmp_path):
+    import torch
+
+    from conftest import tiny_backbone
+    work = tmp_path / 'work'
+    run('tools/train.py', str(cls_config), '--work-dir', str(work))
+    # a second run into the same work dir without --resume used to overwrite it silently
+    out = run('tools/train.py', str(cls_config), '--work-dir', str(work), check=False)
+    assert out.returncode != 0 and 'Traceback' not in out.stderr
+    assert (f"work dir '{work}' already holds checkpoints (iter_1.pth, iter_2.pth, "
+            'last_checkpoint). Pass --resume') in out.stderr
+    out = run('tools/train.py', str(cls_config), '--work-dir', str(work), '--overwrite',
+              '--cfg-options', 'train_cfg.max_iters=1')
+    # another model's checkpoint: evaluating it gave exit 0 and accuracy from random weights
+    other = tmp_path / 'other.pth'
+    state = {'backbone.' + k: v for k, v in tiny_backbone('HIRIViT').state_dict().items()}
+    torch.save({'state_dict': state, 'meta': {}}, other)
+    out = run('tools/test.py', str(cls_config), str(other), '--work-dir', str(tmp_path / 't'),
+              check=False)
+    assert out.returncode != 0 and 'Traceback' not in out.stderr
+    assert re.search(rf"checkpoint '{other}' does not fit this ImageClassifier: 0 of \d+ model "
+                     r'tensors match, \d+ missing', out.stderr), out.stderr[-2000:]
+    # ... and as load_from before fine-tuning (the backbone must load; heads may differ)
+    out = run('tools/train.py', str(cls_config), '--work-dir', str(tmp_path / 'w1'),
+              '--cfg-options', f'load_from={other}', check=False)
+    assert re.search(r'0 of \d+ backbone tensors match', out.stderr), out.stderr[-2000:]
+    # --cfg-options typos stop before anything runs
+    out = run('tools/train.py', str(cls_config), '--work-dir', str(tmp_path / 'w2'),
+              '--cfg-options', 'nonexistent_key.foo=3', check=False)
+    assert out.returncode != 0 and "the config has no 'nonexistent_key'" in out.stderr
+    out = run('tools/train.py', str(cls_config), '--work-dir', str(tmp_path / 'w3'),
+              '--cfg-options', 'default_hooks.checkpoint.intreval=1', check=False)
+    assert out.returncode != 0
+    assert ("default_hooks.checkpoint (CheckpointHook): unknown argument(s) ['intreval']"
+            in out.stderr)
+    assert not (tmp_path / 'w3').exists() or not list((tmp_path / 'w3').rglob('*.pth'))
+
+
 def test_clear_errors():
     out = run('tools/train.py', 'configs/does_not_exist.py', check=False)
     assert out.returncode != 0 and "config file not found: 'configs/does_not_exist.py'" in out.stderr

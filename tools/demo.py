@@ -120,8 +120,9 @@ def main():
     if args.epochs:
         options.append(f'train_cfg.max_epochs={args.epochs}')
     train_start = time.time()
+    # --overwrite: the demo trains afresh each time it runs
     run('train', ['tools/train.py', CONFIG, '--work-dir', args.work_dir, '--no-validate',
-                  '--cfg-options', *options])
+                  '--overwrite', '--cfg-options', *options])
     train_time = time.time() - train_start
     with open(osp.join(args.work_dir, 'last_checkpoint')) as f:
         ckpt = f.read().strip()

@@ -37,6 +37,9 @@ if [[ ! -x "$VENV/bin/python" ]]; then
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
+# The constraints written at the end (below) would pin setuptools away from the build pin:
+# the set-up itself runs without them.
+rm -f "$VENV/pip.conf"
 export PIP_NO_WARN_SCRIPT_LOCATION=1
 
 "${PIP[@]}" install -q -U "pip==25.3"
@@ -126,9 +129,18 @@ fi
 log "mmhiri (editable)"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .
 
+log "runtime setuptools and the environment's pip constraints"
+# The builds above are done: move setuptools into torch's declared range (>=77.0.3) while it
+# still has pkg_resources (<82), so that no later `pip install X` sees a conflict to "fix".
+"${PIP[@]}" install -q -r requirements/runtime_setuptools.txt
+# Every later pip call in this venv honours requirements/constraints.txt (pip reads
+# sys.prefix/pip.conf); without it, `pip install timm` moved setuptools and torch.
+printf '[global]\nconstraint = %s\n' "$ROOT/requirements/constraints.txt" > "$VENV/pip.conf"
+
 log "check"
 "$PY" - <<'EOF'
 import mmcv, mmdet, mmseg, mmpretrain, mmpose, mmengine, torch, torchvision
+import pkg_resources  # noqa: F401  (mmengine's pkg:: config lookup)
 from mmcv.ops import nms, RoIAlign, sigmoid_focal_loss  # noqa: F401
 import mmhiri  # noqa: F401
 print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, mmengine {mmengine.__version__}, "

@@ -23,6 +23,9 @@ def parse_args():
         '--resume', nargs='?', type=str, const='auto',
         help='resume from the given checkpoint; without a path, from the latest checkpoint '
         'in the work dir')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='start a new run in a work dir that already holds checkpoints '
+                        '(they are overwritten as the new run saves)')
     parser.add_argument('--amp', action='store_true',
                         help='automatic mixed precision training (needs a GPU)')
     parser.add_argument('--auto-scale-lr', action='store_true',
@@ -47,7 +50,7 @@ def main():
     runner = build_runner(
         cfg, config_path=args.config, work_dir=args.work_dir, resume=args.resume,
         amp=args.amp, auto_scale_lr=args.auto_scale_lr, no_validate=args.no_validate,
-        launcher=args.launcher)
+        launcher=args.launcher, overwrite=args.overwrite)
     runner.train()
 
 

@@ -6,8 +6,10 @@ Counter: mmengine's FlopAnalyzer (fvcore rules) on a traced forward in ``mode='t
 1, on CPU. One multiply-add counts as one FLOP (the papers' "GFLOPs"). Counted: convolutions,
 linear layers and matrix products (attention included, fused or not), batch/layer/group norm, upsampling,
 adaptive pooling. Not counted: element-wise operations (activations, additions, softmax).
-For two-stage detectors the RoI heads run on the RPN's proposals for this (random) input, as in
-mmdet's own get_flops; mask heads run on at most ``test_cfg.rcnn.max_per_img`` (100) RoIs per image,
+For two-stage detectors the RoI heads run on the RPN's full proposal budget,
+``test_cfg.rpn.max_per_img`` (1000) per image, the most inference does: the RPN's NMS is set to
+keep every box for the count, so the figure does not depend on how many proposals random weights
+happen to survive NMS with; mask heads run on at most ``test_cfg.rcnn.max_per_img`` (100) RoIs per image,
 as at inference (mmdet's tensor path does so for Mask R-CNN, not for Cascade heads: see
 ``match_inference``). The input is padded to the preprocessor's ``pad_size_divisor``.
 """
@@ -66,8 +68,10 @@ def build_model(config, cfg_options=None):
 
 
 def match_inference(model):
-    """Make two mmdet heads' ``mode='tensor'`` paths do the work inference does.
+    """Make mmdet heads' ``mode='tensor'`` paths do the work inference does at most.
 
+    - Two-stage detectors: the RPN's NMS keeps every box, so the RoI heads see the full
+      ``max_per_img`` proposal budget (a random model's NMS would keep a weight-dependent few).
     - Sparse R-CNN: its learned initial proposals are valid (whole-image) boxes only after their
       own ``init_weights``; as built they are random and RoIAlign rejects them.
     - Cascade RoI heads with masks: the stock tensor path runs every stage's mask head on all
@@ -77,6 +81,9 @@ def match_inference(model):
     rpn = getattr(model, 'rpn_head', None)
     if rpn is not None and hasattr(rpn, 'init_proposal_bboxes'):
         rpn.init_weights()
+    nms = ((getattr(rpn, 'test_cfg', None) or {}).get('nms') or {}) if rpn is not None else {}
+    if 'iou_threshold' in nms:  # keep every proposal: the full budget, whatever the weights
+        nms['iou_threshold'] = 1.0
     head = getattr(model, 'roi_head', None)
     try:
         from mmdet.models.roi_heads import CascadeRoIHead

@@ -163,6 +163,63 @@ class BaseBackbone(BaseModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    # ----------------------------------------------------------------- pretrained weights
+    def init_weights(self):
+        """``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` loads through
+        :meth:`load_pretrained`, which refuses a checkpoint that does not fit; other
+        ``init_cfg`` types go to mmengine."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'),
+                                 map_location=cfg.get('map_location', 'cpu'))
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def _may_be_missing(self, key: str) -> bool:
+        """Tensors a fitting checkpoint may lack: output norms of stages the pretraining did
+        not return (a classifier has only the last one); they keep their initial values."""
+        return key.startswith('out_norm')
+
+    def load_pretrained(self, checkpoint: str, prefix: Optional[str] = None,
+                        map_location: str = 'cpu') -> None:
+        """Load backbone weights from ``checkpoint`` (a path or URL mmengine can read; a
+        whole-model checkpoint with ``prefix='backbone.'``).
+
+        The threshold: every tensor of the stem and stages must be in the checkpoint with the
+        model's shape (output norms may be missing, see :meth:`_may_be_missing`). Anything
+        less stops with the counts of matched, missing, mismatched and unexpected tensors and
+        their first names, instead of training from a silently half-loaded model. Unexpected
+        extra tensors are reported and ignored."""
+        from mmengine.logging import print_log
+        from mmengine.runner.checkpoint import CheckpointLoader
+
+        from ..converters import compare_keys, summarize, unwrap_checkpoint
+        name = type(self).__name__
+        ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location=map_location)
+        state, _ = unwrap_checkpoint(ckpt, prefer_ema=False)
+        if prefix:
+            prefix = prefix if prefix.endswith('.') else prefix + '.'
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        own = self.state_dict()
+        missing, unexpected, shapes = compare_keys(own, state)
+        required_missing = [k for k in missing if not self._may_be_missing(k)]
+        matched = len(own) - len(missing) - len(shapes)
+        counts = (f'{matched} of {len(own)} tensors match, {len(missing)} missing '
+                  f'{summarize(missing, 5)}, {len(shapes)} with another shape '
+                  f'{summarize(shapes, 5)}, {len(unexpected)} unexpected '
+                  f'{summarize(unexpected, 5)}')
+        if required_missing or shapes:
+            hint = (f" (no key starts with {prefix!r})" if prefix and not state else
+                    " (a whole-model checkpoint needs prefix='backbone.')"
+                    if not prefix and any(k.startswith('backbone.') for k in unexpected) else '')
+            raise ValueError(
+                f'{name}: the checkpoint {checkpoint!r} does not fit this backbone{hint}: '
+                f'{counts}. Every stem and stage tensor must load; official ViTAE weights '
+                'need tools/model_converters/vitae2mmhiri.py first.')
+        self.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+        print_log(f'{name}: loaded {checkpoint} ({counts})', logger='current')
+
     # ----------------------------------------------------------------- freezing
     def _frozen_modules(self) -> List[nn.Module]:
         """Modules frozen by ``frozen_stages``: the stem and stages 0..k (subclasses may add
