@@ -6,9 +6,14 @@ their modules lazily, as in the frameworks' own entry points.
 """
 import os.path as osp
 import sys
+import warnings
 from typing import Optional
 
 from mmengine.config import Config
+
+# mmengine's `pkg::` config lookup imports pkg_resources, which setuptools 80 (the newest that
+# has it, see requirements/runtime_setuptools.txt) marks deprecated on every run.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
 
 FRAMEWORKS = ('mmdet', 'mmseg', 'mmpose', 'mmpretrain')
 
@@ -35,8 +40,9 @@ def check_cfg_options(cfg: Config, cfg_options: dict) -> None:
     exist (``nonexistent_key.foo=3`` is a typo, not a new setting). New last parts are allowed
     (``model.backbone.with_cp=True``); hook arguments are checked by
     :func:`check_hook_args`."""
+    top = getattr(cfg, '_cfg_dict', cfg)  # a Config wraps its ConfigDict
     for key in cfg_options:
-        node, parts = cfg, key.split('.')
+        node, parts = top, key.split('.')
         for i, part in enumerate(parts[:-1]):
             if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]

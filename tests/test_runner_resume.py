@@ -127,7 +127,10 @@ def make_safe_runner(work_dir, max_iters, max_keep=1, load_from=None):
         default_hooks=dict(checkpoint=dict(type='SafeCheckpointHook', interval=1,
                                            by_epoch=False, max_keep_ckpts=max_keep),
                            logger=dict(type='LoggerHook', interval=1)),
-        randomness=dict(seed=0), resume=load_from is not None, load_from=load_from)
+        randomness=dict(seed=0), resume=load_from is not None, load_from=load_from,
+        # a name of its own: two Runners made in the same second would share the
+        # timestamp-named message hub and logger
+        experiment_name=f'{work_dir.name}_{max_iters}_{load_from is not None}')
 
 
 def test_a_kill_during_a_save_loses_nothing(tmp_path, monkeypatch):
