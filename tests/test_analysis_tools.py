@@ -118,3 +118,32 @@ def test_paper_table_mask_rcnn_matches_table4():
               'mask_rcnn_hiri_s_1x.py')
     assert re.search(r'\| `mask_rcnn_hiri_s_1x` \| mmdet \| 1200×1600 \(padded to 1216×1600\) \| '
                      r'51\.01 \| 51\.0 \| \+0\.0% \| 184\.01 \| 183 \| \+0\.6% \|', out.stdout)
+
+
+@pytest.mark.slow
+def test_two_stage_flops_do_not_depend_on_random_weights():
+    """The RoI heads are counted on the RPN's full proposal budget, not on however many
+    proposals a randomly initialised RPN happens to keep after NMS."""
+    import torch
+    sys.path.insert(0, f'{ROOT}/tools/analysis')
+    from get_flops import measure
+    flops = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        flops.append(measure(f'{ROOT}/configs/mask_rcnn_hiri_s_1x.py', shape=(400, 600))['flops'])
+    assert flops[0] == flops[1]
+
+
+def test_side_by_side_benchmark_smoke(tmp_path):
+    out = run('tools/analysis/benchmark.py', '--side-by-side', '--only', 'HIRI-ViT-S', 'Swin-T',
+              '--sizes', '64', '--rounds', '1', '--threads', '1', '--json',
+              str(tmp_path / 's.json'), '--out', str(tmp_path / 's.md'))
+    text = out.stdout
+    assert 'malloc: MALLOC_MMAP_MAX_=0' in text  # re-executed with the tuned allocator
+    for variant in ('explicit', 'eager', 'deploy'):
+        assert re.search(rf'\| HIRI-ViT-S \| {variant} \| [\d.]+ \([\d.]+–[\d.]+\) \|', text)
+    assert re.search(r'\| Swin-T \| eager \| [\d.]+', text)
+    result = json.loads((tmp_path / 's.json').read_text())
+    assert set(result['throughput']) == {'HIRI-ViT-S|explicit|64', 'HIRI-ViT-S|eager|64',
+                                         'HIRI-ViT-S|deploy|64', 'Swin-T|eager|64'}
+    assert (tmp_path / 's.md').read_text().startswith('# Side-by-side benchmark')
