@@ -37,12 +37,19 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
 
 def check_cfg_options(cfg: Config, cfg_options: dict) -> None:
     """Every ``--cfg-options`` key must extend what the config has: all but its last part must
-    exist (``nonexistent_key.foo=3`` is a typo, not a new setting). New last parts are allowed
-    (``model.backbone.with_cp=True``); hook arguments are checked by
+    exist (``nonexistent_key.foo=3`` is a typo, not a new setting), except for the Runner's
+    own arguments the config leaves at their defaults (``randomness.seed=0``). New last parts
+    are allowed (``model.backbone.with_cp=True``); hook arguments are checked by
     :func:`check_hook_args`."""
+    import inspect
+
+    from mmengine.runner import Runner
     top = getattr(cfg, '_cfg_dict', cfg)  # a Config wraps its ConfigDict
+    runner_args = set(inspect.signature(Runner.__init__).parameters) - {'self'}
     for key in cfg_options:
         node, parts = top, key.split('.')
+        if parts[0] not in top and parts[0] in runner_args:
+            continue  # a Runner argument the config leaves at its default (randomness, ...)
         for i, part in enumerate(parts[:-1]):
             if isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
                 node = node[int(part)]
@@ -174,6 +181,9 @@ def build_runner(cfg: Config,
     check_paths(cfg, for_test=for_test)
     check_hook_args(cfg)
     use_safe_checkpoints(cfg)
+    if not for_test:
+        from .utils.exact_resume import make_resumable
+        make_resumable(cfg)
     if not for_test and not cfg.get('resume') and not overwrite:
         check_work_dir_is_free(cfg.work_dir)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
