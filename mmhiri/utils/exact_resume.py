@@ -20,10 +20,11 @@ outliving a ``kill -9``. ``tools/train.py`` wires all of this in for epoch-based
 """
 import ctypes
 import hashlib
+import os
 import random
 import signal
 import sys
-from typing import Optional
+from typing import List, Optional
 
 import numpy as np
 import torch
@@ -59,16 +60,52 @@ def tie_worker_to_parent() -> None:
     _WORKER_TIED = True
 
 
+class DataError(RuntimeError):
+    """A training sample or annotation file that cannot be read (the message names it)."""
+
+    def first_line(self) -> str:
+        """The message without the worker traceback a DataLoader wraps around it."""
+        lines = [ln for ln in str(self).splitlines() if ln.strip()]
+        ours = [ln for ln in lines if ln.startswith(f'{__name__}.DataError: ')]
+        return ours[-1].split('DataError: ', 1)[1] if ours else lines[0] if lines else ''
+
+
+def _one_line(e: BaseException) -> str:
+    return ' '.join(str(e).split())
+
+
+def _files(info) -> List[str]:
+    """The file paths a sample's data info names (image, segmentation map, ...)."""
+    if not isinstance(info, dict):
+        return []
+    return [str(v) for k, v in info.items()
+            if isinstance(v, str) and (k.endswith('_path') or k in ('filename', 'img'))]
+
+
 @DATASETS.register_module()
 class SeededDataset(torch.utils.data.Dataset):
-    """Wraps a dataset; every sample is loaded with Python, NumPy and torch seeded from
-    ``(seed, epoch, index)``. The epoch lives in shared memory, so persistent workers see the
-    value the trainer sets (:class:`ExactResumeHook`)."""
+    """Wraps a dataset; with ``seed_samples`` every sample is loaded with Python, NumPy and
+    torch seeded from ``(seed, epoch, index)``. The epoch lives in shared memory, so
+    persistent workers see the value the trainer sets (:class:`ExactResumeHook`).
 
-    def __init__(self, dataset, seed: int = 0):
+    A sample or an annotation file that cannot be read stops the run with its path in the
+    message (a bare ``cv2.error`` or ``JSONDecodeError`` named neither)."""
+
+    def __init__(self, dataset, seed: int = 0, seed_samples: bool = True):
         import multiprocessing as mp
-        self.dataset = DATASETS.build(dataset) if isinstance(dataset, dict) else dataset
+        if isinstance(dataset, dict):
+            try:
+                dataset = DATASETS.build(dataset)
+            except Exception as e:
+                ann = dataset.get('ann_file') or ''
+                root = dataset.get('data_root') or ''
+                where = os.path.join(root, ann) if ann and not os.path.isabs(ann) else ann
+                raise DataError(f'cannot build the training dataset {dataset.get("type")}'
+                                + (f' from {where!r}' if where else '')
+                                + f': {type(e).__name__}: {_one_line(e)}') from e
+        self.dataset = dataset
         self.seed = seed
+        self.seed_samples = seed_samples
         self._epoch = mp.RawValue('q', 0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -95,8 +132,18 @@ class SeededDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, idx):
         tie_worker_to_parent()
-        seed_all(derive_seed('sample', self.seed, self._epoch.value, idx))
-        return self.dataset[idx]
+        if self.seed_samples:
+            seed_all(derive_seed('sample', self.seed, self._epoch.value, idx))
+        try:
+            return self.dataset[idx]
+        except Exception as e:
+            try:
+                files = _files(self.dataset.get_data_info(idx))
+            except Exception:  # noqa: BLE001  (the original error is the one to report)
+                files = []
+            raise DataError(f'training sample {idx}'
+                            + (f' ({", ".join(files)})' if files else '')
+                            + f' could not be loaded: {type(e).__name__}: {_one_line(e)}') from e
 
 
 @DATA_SAMPLERS.register_module()
@@ -154,8 +201,9 @@ class ExactResumeHook(Hook):
 
 
 def make_resumable(cfg) -> None:
-    """Wire :class:`ExactResumeHook` (all loops) and, for epoch-based training,
-    :class:`SeededDataset` + :class:`ResumableBatchSampler` into ``cfg`` in place."""
+    """Wire :class:`ExactResumeHook` and :class:`SeededDataset` (all loops; samples seeded in
+    epoch-based ones) and, for epoch-based training, :class:`ResumableBatchSampler` into
+    ``cfg`` in place."""
     loader = cfg.get('train_dataloader')
     if not loader or not cfg.get('train_cfg'):
         return
@@ -165,8 +213,11 @@ def make_resumable(cfg) -> None:
     cfg.custom_hooks = hooks
     loop = cfg.train_cfg.get('type', '')
     epoch_based = 'max_epochs' in cfg.train_cfg or loop.endswith('EpochBasedTrainLoop')
-    if not epoch_based or loader.dataset.get('type') == 'SeededDataset':
+    if loader.dataset.get('type') == 'SeededDataset':
         return
-    loader.dataset = dict(type='SeededDataset', dataset=loader.dataset)
-    inner = loader.get('batch_sampler')
-    loader.batch_sampler = dict(type='ResumableBatchSampler', batch_sampler=inner)
+    # iteration-based loops replay the loader on resume (mmengine): samples need no seeds
+    loader.dataset = dict(type='SeededDataset', dataset=loader.dataset,
+                          seed_samples=epoch_based)
+    if epoch_based:
+        inner = loader.get('batch_sampler')
+        loader.batch_sampler = dict(type='ResumableBatchSampler', batch_sampler=inner)
