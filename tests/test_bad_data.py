@@ -1,7 +1,6 @@
 """A training image or annotation file that cannot be read stops tools/train.py with its path
 (it used to be a bare cv2.error / JSONDecodeError naming neither)."""
 import json
-import os
 
 import pytest
 

@@ -28,7 +28,6 @@ from typing import List, Optional
 
 import numpy as np
 import torch
-from mmengine.dataset import BaseDataset  # noqa: F401  (mmengine's dataset machinery)
 from mmengine.hooks import Hook
 from mmengine.registry import DATA_SAMPLERS, DATASETS, HOOKS
 

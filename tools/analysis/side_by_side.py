@@ -112,17 +112,6 @@ def make_variant(name, variant, device):
     return model
 
 
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def timed_rounds(cases, rounds, device, amp):
     """``cases``: {key: (model, input)}. Returns {key: [seconds per forward, one per round]}."""
     import torch
@@ -215,6 +204,8 @@ def fmt(v, f='.2f'):
 
 def run(args):
     import torch
+
+    from benchmark import cpu_name
     apply_malloc(args.malloc)
     sys.path.insert(0, ROOT)
     device = torch.device(args.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
