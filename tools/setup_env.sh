@@ -125,6 +125,8 @@ if ! "$PY" -c "import xtcocotools.coco" 2>/dev/null; then
     "${PIP[@]}" install -q --no-build-isolation --no-binary xtcocotools --no-cache-dir "xtcocotools==1.14.3"
 fi
 "${PIP[@]}" install -q -r requirements/tests.txt
+log "ONNX export extra (requirements/deploy.txt)"
+"${PIP[@]}" install -q -r requirements/deploy.txt
 
 log "mmhiri (editable)"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .

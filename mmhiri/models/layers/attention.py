@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import nchw_to_nlc, nlc_to_nchw
+from .common import nchw_to_nlc, nlc_to_nchw, pad_to_multiple
 
 
 class MultiheadAttention(nn.Module):
@@ -85,7 +85,7 @@ class WindowAttention(MultiheadAttention):
         h, w = hw_shape
         ws = self.window_size
         x = nlc_to_nchw(x, hw_shape)
-        pad_h, pad_w = (-h) % ws, (-w) % ws
+        pad_h, pad_w = pad_to_multiple(h, ws), pad_to_multiple(w, ws)
         top, left = pad_h // 2, pad_w // 2
         x = F.pad(x, (left, pad_w - left, top, pad_h - top))
         b, c, hp, wp = x.shape

@@ -23,7 +23,15 @@ def nchw_to_nlc(x: torch.Tensor) -> torch.Tensor:
 
 
 def ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
+    """ceil(a / b) for a >= 0, b > 0, without a negative operand: exported graphs (ONNX)
+    divide and take remainders of negative integers differently from Python."""
+    return (a + b - 1) // b
+
+
+def pad_to_multiple(n: int, m: int) -> int:
+    """How much to add to ``n`` (>= 0) to reach a multiple of ``m``: ``(-n) % m`` without a
+    negative operand (see :func:`ceil_div`)."""
+    return (m - n % m) % m
 
 
 def drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> List[List[float]]:

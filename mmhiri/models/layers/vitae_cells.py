@@ -11,7 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import MultiheadAttention, PerformerAttention, WindowAttention
-from .common import DropPath, bn_act, ceil_div, maybe_checkpoint, nchw_to_nlc, nlc_to_nchw
+from .common import (DropPath, bn_act, ceil_div, maybe_checkpoint, nchw_to_nlc, nlc_to_nchw,
+                     pad_to_multiple)
 from .fusion import fuse_conv_bn
 from .ffn import Mlp
 
@@ -157,9 +158,11 @@ class ReductionCell(nn.Module):
         """(N, C, H, W) map -> (N, L, token_dim) tokens and their (H', W')."""
         h, w = x.shape[-2:]
         r = self.stride
-        pad_h = max(0, r * ceil_div(h, r) - 1 - h)
-        pad_w = max(0, r * ceil_div(w, r) - 1 - w)
-        if pad_h or pad_w:
+        # symbolic-friendly (torch.sym_max, no branch on the sizes while tracing), so an
+        # exported graph (ONNX, torch.export) pads every input size as eager does
+        pad_h = torch.sym_max(0, r * ceil_div(h, r) - 1 - h)
+        pad_w = torch.sym_max(0, r * ceil_div(w, r) - 1 - w)
+        if torch.compiler.is_compiling() or pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         t = self.prm(x)
         hw = tuple(t.shape[-2:])
@@ -239,7 +242,7 @@ class PatchEmbedReduction(nn.Module):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         h, w = x.shape[-2:]
         p = self.stride
-        x = F.pad(x, (0, (-w) % p, 0, (-h) % p))
+        x = F.pad(x, (0, pad_to_multiple(w, p), 0, pad_to_multiple(h, p)))
         x = self.proj(x)
         hw = tuple(x.shape[-2:])
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), nchw_to_nlc(x)], dim=1)

@@ -1,0 +1,58 @@
+"""ONNX export with dynamic height and width: every input size the PyTorch model accepts runs
+in onnxruntime with the same outputs (tiny widths; tools/deployment/pytorch2onnx.py)."""
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY_HIRI, TINY_V1, TINY_V2, run_script as run
+
+sys.path.insert(0, osp.join(ROOT, 'tools', 'deployment'))
+SIZES = [(64, 64), (67, 93), (33, 47), (96, 128), (129, 65)]  # three with odd sides
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name,arch', [('HIRIViT', TINY_HIRI), ('ViTAEv2', TINY_V2),
+                                       ('ViTAE', TINY_V1)])
+def test_export_runs_every_size_in_onnxruntime(name, arch, tmp_path):
+    """Exported at 64x64. ViTAEv2 used to fail at 449x611 in onnxruntime: a reduction cell
+    decided in Python at export time whether to pad, and Python's rounding of negative sizes
+    is not ONNX's."""
+    import pytorch2onnx
+    import mmhiri.models as models
+    torch.manual_seed(0)
+    module = getattr(models, name)(arch).eval()
+    out = str(tmp_path / 'm.onnx')
+    with torch.no_grad():
+        pytorch2onnx.export(module, out, (64, 64))
+        diffs, rates = pytorch2onnx.check(module, out, SIZES, repeats=1, threads=1)
+    for (hw, d, shapes), size in zip(diffs, SIZES):
+        assert hw == size and max(d) <= 1e-4, (hw, d)
+        strides = module.out_strides
+        assert [s[-2:] for s in shapes] == [(-(-size[0] // st), -(-size[1] // st))
+                                            for st in strides]
+    assert rates['onnxruntime'] > 0 and rates['pytorch'] > 0
+
+
+@pytest.mark.slow
+def test_cli_prints_differences_and_throughputs(tmp_path):
+    import json
+    out = run('tools/deployment/pytorch2onnx.py', '--backbone', 'ViTAEv2', '--arch',
+              json.dumps(TINY_V2), '--out', str(tmp_path / 'v2.onnx'), '--shape', '64', '64',
+              '--check-shapes', '64', '64', '449', '611', '--repeats', '1', '--threads', '1')
+    text = out.stdout
+    assert 'exported ViTAEv2(custom) to' in text and 'H and W dynamic' in text
+    assert '449x611: max |onnxruntime - pytorch| = ' in text
+    assert 'throughput at 64x64, batch 1, 1 threads: onnxruntime' in text
+
+
+def test_cli_refuses_a_checkpoint_that_does_not_fit(tmp_path):
+    import json
+    ckpt = tmp_path / 'other.pth'
+    from conftest import tiny_backbone
+    torch.save(tiny_backbone('HIRIViT').state_dict(), ckpt)
+    out = run('tools/deployment/pytorch2onnx.py', '--backbone', 'ViTAEv2', '--arch',
+              json.dumps(TINY_V2), '--checkpoint', str(ckpt), '--out', str(tmp_path / 'x.onnx'),
+              check=False)
+    assert out.returncode != 0 and 'checkpoint does not match ViTAEv2: missing' in out.stderr

@@ -1,0 +1,198 @@
+"""Export a backbone (or a config's backbone + neck) to ONNX with dynamic height and width, and
+check it with onnxruntime against PyTorch at several sizes.
+
+    python tools/deployment/pytorch2onnx.py --backbone HIRIViT --arch s [--checkpoint CKPT]
+        [--out hiri_vit_s.onnx] [--shape 448 448] [--check-shapes 448 448 480 640 449 611 ...]
+        [--deploy] [--threads 2]
+    python tools/deployment/pytorch2onnx.py --config configs/mask_rcnn_hiri_s_1x.py --with-neck ...
+
+The model is exported with ``torch.onnx.export(..., dynamo=True)`` at ``--shape``, with H and W
+marked dynamic; every size in ``--check-shapes`` (default: five, two of them odd) then runs in
+onnxruntime (CPU) and PyTorch (eval, fp32), and the script prints the largest absolute
+difference per output and both throughputs at the first size (batch 1, median of
+``--repeats``). It exits non-zero if a difference exceeds ``--tolerance`` (1e-4). Needs the
+optional ``requirements/deploy.txt`` (installed by ``make setup``).
+"""
+import argparse
+import json
+import os.path as osp
+import statistics
+import sys
+import time
+
+sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
+
+import torch.nn as nn  # noqa: E402
+
+DEFAULT_CHECKS = [(448, 448), (480, 640), (449, 611), (333, 517), (224, 224)]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument('--backbone', choices=['HIRIViT', 'ViTAEv2', 'ViTAE'])
+    src.add_argument('--config', help='a config whose model.backbone (and neck) to export')
+    parser.add_argument('--arch', default='s',
+                        help="arch name ('s', 't', ...) or a JSON dict (with --backbone)")
+    parser.add_argument('--with-neck', action='store_true', help='backbone + neck (--config)')
+    parser.add_argument('--checkpoint', help='weights: a backbone state_dict, or a whole-model '
+                        "checkpoint (its 'backbone.'/'neck.' keys are used)")
+    parser.add_argument('--out', default='model.onnx')
+    parser.add_argument('--shape', type=int, nargs=2, default=[448, 448], metavar=('H', 'W'))
+    parser.add_argument('--check-shapes', type=int, nargs='+', metavar='H W',
+                        help='pairs of sizes to check (default: 448 448 480 640 449 611 333 517 '
+                        '224 224)')
+    parser.add_argument('--deploy', action='store_true', help='switch_to_deploy() first')
+    parser.add_argument('--tolerance', type=float, default=1e-4)
+    parser.add_argument('--repeats', type=int, default=5)
+    parser.add_argument('--threads', type=int, default=2)
+    args = parser.parse_args(argv)
+    if args.check_shapes is None:
+        args.check_shapes = DEFAULT_CHECKS
+    elif len(args.check_shapes) % 2:
+        parser.error('--check-shapes takes pairs: H W [H W ...]')
+    else:
+        s = args.check_shapes
+        args.check_shapes = [(s[i], s[i + 1]) for i in range(0, len(s), 2)]
+    if args.with_neck and not args.config:
+        parser.error('--with-neck needs --config')
+    return args
+
+
+def build(args):
+    """The module to export, in eval mode, and a name for it."""
+    import torch
+
+    import mmhiri.models as models
+    if args.backbone:
+        arch = json.loads(args.arch) if args.arch.lstrip().startswith('{') else args.arch
+        module = getattr(models, args.backbone)(arch)
+        name = f'{args.backbone}({args.arch if isinstance(arch, str) else "custom"})'
+    else:
+        from mmengine.registry import init_default_scope
+
+        from mmhiri.apis import load_config
+        cfg = load_config(args.config)
+        init_default_scope(cfg.default_scope)
+        registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
+        bcfg = cfg.model.backbone
+        bcfg.pop('init_cfg', None)
+        backbone = registry.build(bcfg)
+        name = type(backbone).__name__
+        if args.with_neck:
+            neck = registry.build(cfg.model.neck)
+            module = BackboneNeck(backbone, neck)
+            name += ' + ' + type(neck).__name__
+        else:
+            module = backbone
+    if args.checkpoint:
+        from mmengine.runner.checkpoint import CheckpointLoader
+
+        from mmhiri.models.converters import check_load, unwrap_checkpoint
+        state, _ = unwrap_checkpoint(CheckpointLoader.load_checkpoint(args.checkpoint, 'cpu'),
+                                     prefer_ema=False)
+        if args.with_neck:  # BackboneNeck's own names are backbone.* and neck.*
+            state = {k: v for k, v in state.items() if k.startswith(('backbone.', 'neck.'))}
+        elif any(k.startswith('backbone.') for k in state):  # a whole-model checkpoint
+            state = {k[9:]: v for k, v in state.items() if k.startswith('backbone.')}
+        check_load(module, state)
+    module.eval()
+    if args.deploy:
+        backbone = module.backbone if isinstance(module, BackboneNeck) else module
+        backbone.switch_to_deploy()
+    torch.set_grad_enabled(False)
+    return module, name
+
+
+class BackboneNeck(nn.Module):
+    """backbone -> neck, as a detector's ``extract_feat``."""
+
+    def __init__(self, backbone, neck):
+        super().__init__()
+        self.backbone, self.neck = backbone, neck
+
+    def forward(self, x):
+        return tuple(self.neck(self.backbone(x)))
+
+
+def export(module, out, shape):
+    """torch.onnx.export with dynamic H and W; returns seconds taken."""
+    import torch
+    x = torch.rand(1, 3, *shape)
+    h = torch.export.Dim('height', min=32, max=8192)
+    w = torch.export.Dim('width', min=32, max=8192)
+    t0 = time.perf_counter()
+    program = torch.onnx.export(module, (x, ), dynamo=True, verbose=False,
+                                dynamic_shapes={'x': {2: h, 3: w}})
+    program.save(out)
+    return time.perf_counter() - t0
+
+
+def check(module, out, sizes, repeats=5, threads=2):
+    """Max |ORT - PyTorch| per size and (ORT, PyTorch) throughput at the first size."""
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(out, opts, providers=['CPUExecutionProvider'])
+    name = sess.get_inputs()[0].name
+    diffs = []
+    for h, w in sizes:
+        x = torch.rand(1, 3, h, w)
+        got = sess.run(None, {name: x.numpy()})
+        ref = module(x)
+        ref = ref if isinstance(ref, (tuple, list)) else (ref, )
+        if len(got) != len(ref):
+            raise RuntimeError(f'{h}x{w}: onnxruntime gave {len(got)} outputs, PyTorch {len(ref)}')
+        diffs.append(((h, w), [float(np.abs(g - r.numpy()).max()) for g, r in zip(got, ref)],
+                      [tuple(g.shape) for g in got]))
+    x = torch.rand(1, 3, *sizes[0])
+    rates = {}
+    for label, fn in (('onnxruntime', lambda: sess.run(None, {name: x.numpy()})),
+                      ('pytorch', lambda: module(x))):
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        rates[label] = 1 / statistics.median(times)
+    return diffs, rates
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise SystemExit(f'ONNX export needs onnx, onnxruntime and onnxscript ({e}); install '
+                         'requirements/deploy.txt (make setup does)')
+    import torch
+    from mmhiri.models.converters import ConversionError
+    torch.set_num_threads(args.threads)
+    try:
+        module, name = build(args)
+    except ConversionError as e:
+        raise SystemExit(f'error: --checkpoint {args.checkpoint}: {e}')
+    seconds = export(module, args.out, args.shape)
+    print(f'exported {name} to {args.out} in {seconds:.1f} s (input 1x3xHxW, H and W dynamic; '
+          f'traced at {args.shape[0]}x{args.shape[1]})')
+    diffs, rates = check(module, args.out, args.check_shapes, args.repeats, args.threads)
+    worst = 0.
+    for (h, w), d, shapes in diffs:
+        worst = max(worst, max(d))
+        print(f'{h}x{w}: max |onnxruntime - pytorch| = {max(d):.2e} over {len(d)} outputs '
+              f'{shapes}')
+    h, w = args.check_shapes[0]
+    print(f'throughput at {h}x{w}, batch 1, {args.threads} threads: onnxruntime '
+          f'{rates["onnxruntime"]:.2f} img/s, pytorch eager {rates["pytorch"]:.2f} img/s '
+          f'({rates["onnxruntime"] / rates["pytorch"]:.2f}x)')
+    if worst > args.tolerance:
+        raise SystemExit(f'max difference {worst:.2e} exceeds --tolerance {args.tolerance}')
+
+
+if __name__ == '__main__':
+    main()
