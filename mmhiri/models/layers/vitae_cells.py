@@ -158,12 +158,13 @@ class ReductionCell(nn.Module):
         """(N, C, H, W) map -> (N, L, token_dim) tokens and their (H', W')."""
         h, w = x.shape[-2:]
         r = self.stride
-        # symbolic-friendly (torch.sym_max, no branch on the sizes while tracing), so an
-        # exported graph (ONNX, torch.export) pads every input size as eager does
-        pad_h = torch.sym_max(0, r * ceil_div(h, r) - 1 - h)
-        pad_w = torch.sym_max(0, r * ceil_div(w, r) - 1 - w)
-        if torch.compiler.is_compiling() or pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        pad_h, pad_w = r * ceil_div(h, r) - 1 - h, r * ceil_div(w, r) - 1 - w
+        if torch.compiler.is_compiling():
+            # symbolic sizes (torch.compile, torch.export, ONNX): no branch on them, so the
+            # graph pads every input size as eager does
+            x = F.pad(x, (0, torch.sym_max(0, pad_w), 0, torch.sym_max(0, pad_h)))
+        elif pad_h > 0 or pad_w > 0:
+            x = F.pad(x, (0, max(0, pad_w), 0, max(0, pad_h)))
         t = self.prm(x)
         hw = tuple(t.shape[-2:])
         t = nchw_to_nlc(t)
