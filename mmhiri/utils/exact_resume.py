@@ -4,8 +4,8 @@ A resumed mmengine run differs from the uninterrupted one in three ways, each fi
 
 * **main-process randomness** (stochastic depth, dropout, random batch augments) continues from
   the fresh seed, not from where the run stood. :class:`ExactResumeHook` re-seeds Python,
-  NumPy and torch before every iteration from ``(seed, iteration)``, so it is a function of the
-  iteration, whatever happened before (a validation pass, a restart);
+  NumPy and torch before every iteration from ``(seed, iteration, rank)``, so it is a function
+  of the iteration, whatever happened before (a validation pass, a restart);
 * **data augmentation in loader workers** depends on each worker's history (persistent workers
   keep their stream across epochs). :class:`SeededDataset` seeds every sample from
   ``(seed, epoch, index)`` in whichever process loads it (epoch-based loops; iteration-based
@@ -28,6 +28,7 @@ from typing import List, Optional
 
 import numpy as np
 import torch
+from mmengine.dist import get_rank
 from mmengine.hooks import Hook
 from mmengine.registry import DATA_SAMPLERS, DATASETS, HOOKS
 
@@ -172,7 +173,7 @@ class ResumableBatchSampler:
 
 @HOOKS.register_module()
 class ExactResumeHook(Hook):
-    """Makes randomness a function of (seed, iteration) and (seed, epoch, sample), and skips
+    """Makes randomness a function of (seed, iteration, rank) and (seed, epoch, sample), and skips
     the already-trained part of a resumed epoch. See the module docstring."""
 
     priority = 'VERY_HIGH'
@@ -196,7 +197,8 @@ class ExactResumeHook(Hook):
             dataset.set_epoch(runner.epoch)
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        seed_all(derive_seed('iteration', runner.seed, runner.iter))
+        # the rank too: processes of one run draw independent masks (stochastic depth, ...)
+        seed_all(derive_seed('iteration', runner.seed, runner.iter, get_rank()))
 
 
 def make_resumable(cfg) -> None:
