@@ -16,6 +16,7 @@ import zipfile
 from typing import List, Optional, Tuple
 
 from mmengine.dist import is_main_process
+from mmengine.fileio.backends import LocalBackend
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS
 
@@ -36,8 +37,7 @@ class SafeCheckpointHook(CheckpointHook):
     arguments and files as ``CheckpointHook``; ``tools/train.py`` uses it in its place."""
 
     def _save_checkpoint_with_step(self, runner, step, meta):
-        local = self.file_backend.__class__.__name__ == 'LocalBackend'
-        if not local:  # remote storage: no rename to rely on
+        if not isinstance(self.file_backend, LocalBackend):  # remote: no rename to rely on
             return super()._save_checkpoint_with_step(runner, step, meta)
         prune = []
         if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and

@@ -41,14 +41,6 @@ def _new_conv_like(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) ->
     return fused
 
 
-def fuse_conv_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Conv2d:
-    """A new convolution equal to ``bn(conv(x))`` in eval mode."""
-    scale, shift = bn_affine(bn)
-    weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
-    bias = shift if conv.bias is None else conv.bias.double() * scale + shift
-    return _new_conv_like(conv, weight, bias)
-
-
 def scale_conv_(conv: nn.Conv2d, scale: torch.Tensor,
                 shift: Optional[torch.Tensor] = None) -> nn.Conv2d:
     """A new convolution equal to ``scale * conv(x) + shift`` (per output channel)."""
@@ -57,6 +49,11 @@ def scale_conv_(conv: nn.Conv2d, scale: torch.Tensor,
     if shift is not None:
         bias = bias + shift
     return _new_conv_like(conv, weight, bias)
+
+
+def fuse_conv_bn(conv: nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> nn.Conv2d:
+    """A new convolution equal to ``bn(conv(x))`` in eval mode."""
+    return scale_conv_(conv, *bn_affine(bn))
 
 
 def fuse_bn_conv(bn: nn.modules.batchnorm._BatchNorm, conv: nn.Conv2d) -> nn.Conv2d:
@@ -92,8 +89,8 @@ def add_identity_to_dwconv(conv: nn.Conv2d) -> nn.Conv2d:
 class DeployLinear(nn.Linear):
     """``nn.Linear`` (same parameters) that on CPU runs as a 1x1 convolution over a
     channels-last view of the tokens: oneDNN's convolution instead of the BLAS ``addmm``,
-    measured 2.2-2.4x faster for the token widths of these models on the benchmark machine
-    (``docs/benchmark.md``). Other devices, and ``torch.compile`` with dynamic shapes (whose
+    which was the slower of the two for these token widths on the benchmark machine (the
+    ``deploy`` rows of ``docs/benchmark.md`` include this). Other devices, and ``torch.compile`` with dynamic shapes (whose
     stride rules this view trick trips), call ``F.linear``. Used by ``switch_to_deploy``."""
 
     @classmethod
