@@ -179,6 +179,8 @@ def build_runner(cfg: Config,
                               dict(type='DumpResults', out_file_path=dump)]
 
     check_paths(cfg, for_test=for_test)
+    from .utils.distributed import prepare_distributed
+    prepare_distributed(cfg, launcher, for_test=for_test)  # gloo and CPU DDP without CUDA
     check_hook_args(cfg)
     use_safe_checkpoints(cfg)
     if not for_test:

@@ -28,7 +28,7 @@ from typing import List, Optional
 
 import numpy as np
 import torch
-from mmengine.dist import get_rank
+from mmengine.dist import get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.registry import DATA_SAMPLERS, DATASETS, HOOKS
 
@@ -178,23 +178,65 @@ class ExactResumeHook(Hook):
 
     priority = 'VERY_HIGH'
 
+    def __init__(self):
+        self._epoch_start_iter = 0
+        self._epoch_samples_before = 0  # samples of this epoch trained before a resume
+        self._loaded = None
+
+    def _samples_per_iter(self, runner) -> int:
+        return get_world_size() * int(runner.cfg.train_dataloader.get('batch_size') or 1)
+
     def before_train(self, runner) -> None:
         loader = runner.train_loop.dataloader
         dataset, batch_sampler = loader.dataset, loader.batch_sampler
         if isinstance(dataset, SeededDataset):
             dataset.seed = runner.seed
-        if isinstance(batch_sampler, ResumableBatchSampler) and hasattr(runner.train_loop,
-                                                                         'max_epochs'):
-            done = runner.iter - runner.epoch * len(loader)
-            if 0 < done < len(loader):
-                batch_sampler.skip = done
-                runner.logger.info(f'resuming inside epoch {runner.epoch + 1}: skipping its '
-                                   f'first {done} batches, already trained')
+        if not (isinstance(batch_sampler, ResumableBatchSampler)
+                and hasattr(runner.train_loop, 'max_epochs')):
+            return
+        loaded, per_iter = self._loaded, self._samples_per_iter(runner)
+        if loaded:  # the samples of this epoch the checkpoint trained, in batches of this run
+            samples = loaded['epoch_samples'] if loaded.get('epoch') == runner.epoch else 0
+            if loaded.get('samples_per_iter') != per_iter:
+                runner.logger.warning(
+                    f'resuming with {get_world_size()} process(es) x batch '
+                    f'{per_iter // get_world_size()} a checkpoint written by '
+                    f'{loaded.get("world_size")} x batch '
+                    f'{loaded["samples_per_iter"] // max(1, loaded.get("world_size") or 1)}: '
+                    'the iteration count carries over; the data order from here on is not '
+                    'that of an uninterrupted run')
+        else:  # a checkpoint without that record: this run's batch size assumed
+            samples = max(0, runner.iter - runner.epoch * len(loader)) * per_iter
+        done = samples // per_iter
+        if 0 < done < len(loader):
+            batch_sampler.skip = done
+            self._epoch_start_iter = runner.iter
+            self._epoch_samples_before = done * per_iter
+            runner.logger.info(f'resuming inside epoch {runner.epoch + 1}: skipping its '
+                               f'first {done} batches, already trained')
 
     def before_train_epoch(self, runner) -> None:
         dataset = runner.train_loop.dataloader.dataset
         if isinstance(dataset, SeededDataset):
             dataset.set_epoch(runner.epoch)
+        if self._epoch_samples_before and self._epoch_start_iter == runner.iter:
+            return  # the resumed epoch: its start was set in before_train
+        self._epoch_start_iter, self._epoch_samples_before = runner.iter, 0
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Record where in the epoch the run stands, in samples, so that a run with another
+        number of processes or batch size resumes at the same place."""
+        per_iter = self._samples_per_iter(runner)
+        meta = checkpoint.setdefault('meta', {})
+        done = meta.get('iter', runner.iter)  # mmengine's count, right inside and after epochs
+        epoch = meta.get('epoch', runner.epoch)
+        samples = self._epoch_samples_before + (done - self._epoch_start_iter) * per_iter \
+            if epoch == runner.epoch else 0  # an epoch-end checkpoint resumes at the next one
+        meta['mmhiri_data'] = dict(epoch=epoch, world_size=get_world_size(),
+                                   samples_per_iter=per_iter, epoch_samples=samples)
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._loaded = (checkpoint.get('meta') or {}).get('mmhiri_data')
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
         # the rank too: processes of one run draw independent masks (stochastic depth, ...)
