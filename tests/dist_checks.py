@@ -36,6 +36,8 @@ class RecordStateHook(Hook):
         path = osp.join(runner.work_dir, f'state_rank{get_rank()}.jsonl')
         with open(path, 'a') as f:
             f.write(json.dumps(dict(iter=runner.iter + 1, params=params.hexdigest(),
+                                    wrapper=type(runner.model).__name__,
+                                    local_numel=sum(p.numel() for p in runner.model.parameters()),
                                     buffers=buffers.hexdigest(),
                                     lr=[g['lr'] for g in
                                         runner.optim_wrapper.optimizer.param_groups])) + '\n')

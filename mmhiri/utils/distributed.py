@@ -7,7 +7,8 @@ runs on GPUs only. :func:`prepare_distributed` (``build_runner`` calls it for an
 
 * starts the process group itself with the ``gloo`` backend, from torchrun's or Slurm's
   environment, with ``env_cfg.dist_cfg.timeout`` (so a rank that hangs stops the job);
-* wraps the model in DDP without ``device_ids``;
+* wraps the model in DDP without ``device_ids`` (FSDP, through ``FlexibleRunner`` and
+  ``strategy=dict(type='FSDPStrategy')``, with ``device_id='cpu'``);
 * runs ``sync_bn`` and the config's own SyncBN layers as :class:`DistSyncBatchNorm` (batch
   statistics all-reduced over gloo).
 
@@ -202,6 +203,13 @@ def prepare_distributed(cfg, launcher: str, for_test: bool = False,
             wrapper['sync_bn'] = sync_bn is not None
             cfg.sync_bn = None  # converted by the wrapper, not by mmengine (CUDA-only)
             cfg.model_wrapper_cfg = wrapper
+        strategy = cfg.get('strategy')
+        if isinstance(strategy, dict) and 'FSDP' in str(strategy.get('type', '')):
+            # FlexibleRunner + FSDPStrategy: mmengine passes device_id=LOCAL_RANK (a GPU)
+            wrapper = dict(strategy.get('model_wrapper') or {})
+            wrapper.setdefault('type', 'MMFullyShardedDataParallel')
+            wrapper.setdefault('device_id', 'cpu')
+            strategy['model_wrapper'] = wrapper
         init_cpu_process_group(launcher, float(dist_cfg['timeout']))
     if not for_test and sync_bn is None and cfg.get('train_cfg'):
         hooks = list(cfg.get('custom_hooks') or [])
