@@ -56,3 +56,41 @@ def test_cli_refuses_a_checkpoint_that_does_not_fit(tmp_path):
               json.dumps(TINY_V2), '--checkpoint', str(ckpt), '--out', str(tmp_path / 'x.onnx'),
               check=False)
     assert out.returncode != 0 and 'checkpoint does not match ViTAEv2: missing' in out.stderr
+
+
+def test_small_constants_survive_export(tmp_path):
+    """An epsilon as small as the Performer attention's (1e-8) stays in the graph: onnxscript's
+    optimiser, on by default, removes `x + c` for |c| <= 1e-8 (ViTAE-T was 1e-3 off)."""
+    import pytorch2onnx
+
+    class Eps(torch.nn.Module):
+        def forward(self, x):
+            return x / (x * 1e-7 + 1e-8)
+
+    module = Eps().eval()
+    out = str(tmp_path / 'eps.onnx')
+    pytorch2onnx.export(module, out, (64, 64))
+    x = torch.rand(1, 3, 64, 64) + 0.5
+    import onnxruntime as ort
+    sess = ort.InferenceSession(out, providers=['CPUExecutionProvider'])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    want = module(x).numpy()
+    assert abs(got - want).max() / abs(want).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_vitae_t_full_width_within_1e_4(tmp_path):
+    """ViTAE-T at its real width (Performer reduction cells) in onnxruntime at five sizes, two
+    odd: max difference <= 1e-4."""
+    import pytorch2onnx
+    from mmhiri.models import ViTAE
+    torch.manual_seed(0)
+    module = ViTAE('t').eval()
+    out = str(tmp_path / 't.onnx')
+    sizes = [(224, 224), (225, 301), (160, 224), (257, 193), (192, 192)]
+    with torch.no_grad():
+        pytorch2onnx.export(module, out, (224, 224))
+        diffs, _ = pytorch2onnx.check(module, out, sizes, repeats=1, threads=2)
+    worst = max(max(d) for _, d, _ in diffs)
+    print(f'ViTAE-T: max |onnxruntime - pytorch| over {sizes}: {worst:.2e}')
+    assert worst <= 1e-4
