@@ -88,3 +88,51 @@ PLOT_POINTS = {
 }
 # What Fig. 1 of the HIRI-ViT paper states (B-size models, 224 -> 384).
 FIG1 = {'Swin-B': {224: 15.4, 384: 47.0}, 'HIRI-ViT-B': {224: 8.2, 384: 9.3}}
+
+# The papers' reported results per config (``configs/<name>.py``; ``tools/analysis/model_index.py``
+# puts them into the model index, labelled as the paper's): (source, {metric: value}) as the
+# tables print them. Metrics: 'Top 1 Accuracy' / 'Top 5 Accuracy' (ImageNet-1K val), 'box AP' /
+# 'mask AP' (COCO val2017), 'mIoU' / 'mIoU (multi-scale)' (ADE20K val; the latter tested with
+# multi-scale inputs), 'AP' (AP-10K test). Configs without an entry have no paper result:
+# simplebaseline_hiri_s_ap10k (HIRI-ViT has no pose experiments), imagenet/vitaev2_s_224_ema_distill
+# (not a paper recipe) and the demos.
+_HT2, _HT3 = 'HIRI-ViT Table 2', 'HIRI-ViT Table 3'
+_VT2, _VT3 = 'ViTAEv2 Table 2', 'ViTAEv2 Table 3'
+RESULTS = {
+    'imagenet/hiri_s_224': (_HT2, {'Top 1 Accuracy': 83.6, 'Top 5 Accuracy': 96.7}),
+    'imagenet/hiri_s_384': (_HT2, {'Top 1 Accuracy': 84.0, 'Top 5 Accuracy': 96.8}),
+    'imagenet/hiri_s_448': (_HT2, {'Top 1 Accuracy': 84.3, 'Top 5 Accuracy': 97.0}),
+    'imagenet/hiri_s_768': (_HT3, {'Top 1 Accuracy': 85.4, 'Top 5 Accuracy': 97.5}),
+    'imagenet/hiri_b_224': (_HT2, {'Top 1 Accuracy': 84.7, 'Top 5 Accuracy': 97.0}),
+    'imagenet/hiri_b_384': (_HT2, {'Top 1 Accuracy': 85.0, 'Top 5 Accuracy': 97.1}),
+    'imagenet/hiri_b_448': (_HT2, {'Top 1 Accuracy': 85.2, 'Top 5 Accuracy': 97.2}),
+    'imagenet/hiri_b_768': (_HT3, {'Top 1 Accuracy': 86.1, 'Top 5 Accuracy': 97.7}),
+    'imagenet/hiri_l_224': (_HT2, {'Top 1 Accuracy': 85.3, 'Top 5 Accuracy': 97.2}),
+    'imagenet/hiri_l_384': (_HT2, {'Top 1 Accuracy': 85.5, 'Top 5 Accuracy': 97.4}),
+    'imagenet/hiri_l_448': (_HT2, {'Top 1 Accuracy': 85.7, 'Top 5 Accuracy': 97.5}),
+    'imagenet/hiri_l_768': (_HT3, {'Top 1 Accuracy': 86.6, 'Top 5 Accuracy': 97.8}),
+    'imagenet/vitae_t_224': (_VT2, {'Top 1 Accuracy': 75.3, 'Top 5 Accuracy': 92.7}),
+    'imagenet/vitae_6m_224': (_VT2, {'Top 1 Accuracy': 77.9, 'Top 5 Accuracy': 94.1}),
+    'imagenet/vitae_13m_224': (_VT2, {'Top 1 Accuracy': 81.0, 'Top 5 Accuracy': 95.4}),
+    'imagenet/vitae_s_224': (_VT2, {'Top 1 Accuracy': 82.0, 'Top 5 Accuracy': 95.9}),
+    'imagenet/vitaev2_s_224': (_VT2, {'Top 1 Accuracy': 82.6, 'Top 5 Accuracy': 96.2}),
+    'imagenet/vitaev2_48m_224': (_VT3, {'Top 1 Accuracy': 83.8, 'Top 5 Accuracy': 96.6}),
+    'imagenet/vitaev2_b_224': (_VT3, {'Top 1 Accuracy': 84.6, 'Top 5 Accuracy': 96.9}),
+    'retinanet_hiri_s_1x': ('HIRI-ViT Table 4', {'box AP': 46.6}),
+    'retinanet_hiri_b_1x': ('HIRI-ViT Table 4', {'box AP': 48.4}),
+    'mask_rcnn_hiri_s_1x': ('HIRI-ViT Table 4', {'box AP': 47.3, 'mask AP': 43.0}),
+    'mask_rcnn_hiri_b_1x': ('HIRI-ViT Table 4', {'box AP': 49.1, 'mask AP': 44.2}),
+    'cascade_mask_rcnn_hiri_s_3x': ('HIRI-ViT Table 5', {'box AP': 52.6}),
+    'atss_hiri_s_3x': ('HIRI-ViT Table 5', {'box AP': 51.5}),
+    'gfl_hiri_s_3x': ('HIRI-ViT Table 5', {'box AP': 51.8}),
+    'sparse_rcnn_hiri_s_3x': ('HIRI-ViT Table 5', {'box AP': 51.9}),
+    'upernet_hiri_s_160k_ade20k': ('HIRI-ViT Table 6', {'mIoU': 50.3}),
+    'upernet_hiri_b_160k_ade20k': ('HIRI-ViT Table 6', {'mIoU': 51.8}),
+    'mask_rcnn_vitaev2_s_1x': ('ViTAEv2 Table 11', {'box AP': 46.3, 'mask AP': 41.8}),
+    'mask_rcnn_vitaev2_s_3x': ('ViTAEv2 Table 11', {'box AP': 47.8, 'mask AP': 42.6}),
+    'cascade_mask_rcnn_vitaev2_s_1x': ('ViTAEv2 Table 11', {'box AP': 50.6, 'mask AP': 43.6}),
+    'cascade_mask_rcnn_vitaev2_s_3x': ('ViTAEv2 Table 11', {'box AP': 51.4, 'mask AP': 44.5}),
+    'upernet_vitaev2_s_160k_ade20k': ('ViTAEv2 Table 12',
+                                      {'mIoU': 45.0, 'mIoU (multi-scale)': 48.0}),
+    'simplebaseline_vitaev2_s_ap10k': ('ViTAEv2 Table 13 (AP-10K test set)', {'AP': 0.718}),
+}
