@@ -38,11 +38,12 @@ def test_export_runs_every_size_in_onnxruntime(name, arch, tmp_path):
 @pytest.mark.slow
 def test_cli_prints_differences_and_throughputs(tmp_path):
     import json
-    out = run('tools/deployment/pytorch2onnx.py', '--backbone', 'ViTAEv2', '--arch',
-              json.dumps(TINY_V2), '--out', str(tmp_path / 'v2.onnx'), '--shape', '64', '64',
+    # HIRI-ViT: the quickest to export (ViTAEv2 at odd sizes is the test above)
+    out = run('tools/deployment/pytorch2onnx.py', '--backbone', 'HIRIViT', '--arch',
+              json.dumps(TINY_HIRI), '--out', str(tmp_path / 'h.onnx'), '--shape', '64', '64',
               '--check-shapes', '64', '64', '449', '611', '--repeats', '1', '--threads', '1')
     text = out.stdout
-    assert 'exported ViTAEv2(custom) to' in text and 'H and W dynamic' in text
+    assert 'exported HIRIViT(custom) to' in text and 'H and W dynamic' in text
     assert '449x611: max |onnxruntime - pytorch| = ' in text
     assert 'throughput at 64x64, batch 1, 1 threads: onnxruntime' in text
 

@@ -184,7 +184,12 @@ class ExactResumeHook(Hook):
         self._loaded = None
 
     def _samples_per_iter(self, runner) -> int:
-        return get_world_size() * int(runner.cfg.train_dataloader.get('batch_size') or 1)
+        """Processes x the loader's batch size (the batch sampler's when it batches)."""
+        loader = runner.train_loop.dataloader
+        sampler = loader.batch_sampler
+        size = loader.batch_size or getattr(sampler, 'batch_size', None) or \
+            getattr(getattr(sampler, 'batch_sampler', None), 'batch_size', None) or 1
+        return get_world_size() * int(size)
 
     def before_train(self, runner) -> None:
         loader = runner.train_loop.dataloader
