@@ -1,8 +1,10 @@
 """tools/infer.py: every framework's Inferencer end to end on a real photograph, a folder and a
 video, and one clear message for each wrong input.
 
-The checkpoints are the configs' own models at their initial weights (a trained one is not in a
-clean clone): the predictions are noise, so the tests check files, formats and sizes only.
+Most checkpoints are the configs' own models at their initial weights (a trained one is not in a
+clean clone): the predictions are noise, so the tests check files, formats and sizes only. One
+test trains the demo Mask R-CNN briefly with tools/train.py (the `make demo` path) and runs the
+command on the checkpoint the Runner wrote.
 """
 import importlib.util
 import json
@@ -211,3 +213,31 @@ def test_messages_from_the_command_line(folder, checkpoint, tmp_path):
     assert last.startswith(f"error: checkpoint '{checkpoint(DET)}' does not fit this "
                            'EncoderDecoder: ') and 'is it the checkpoint of this config?' in last
     assert not (tmp_path / 'o' / 'preds').exists() or not os.listdir(tmp_path / 'o' / 'preds')
+
+
+@pytest.mark.slow
+def test_a_checkpoint_tools_train_wrote(photo, folder, tmp_path):
+    """The path `make demo` takes: tools/train.py trains the demo Mask R-CNN (here 2 iterations
+    on 8 generated scenes), and tools/infer.py, run as a command, draws that Runner checkpoint's
+    predictions on the photograph and the folder, naming the demo's classes (from the
+    checkpoint's dataset_meta)."""
+    from mmhiri.datasets.synthetic import main as make_data
+    data = tmp_path / 'data'
+    make_data([str(data), '--num-train', '8', '--num-val', '2', '--only', 'instances'])
+    work = tmp_path / 'work'
+    run_script('tools/train.py', DET, '--work-dir', str(work), '--no-validate', '--cfg-options',
+               f'train_dataloader.dataset.data_root={data}/instances/',
+               'train_dataloader.num_workers=0', 'train_dataloader.persistent_workers=False',
+               'train_cfg.max_epochs=1', 'randomness.seed=0')
+    ckpt = work / 'epoch_1.pth'
+    out = tmp_path / 'out'
+    result = run_script('tools/infer.py', photo, str(folder), DET, '--weights', str(ckpt),
+                        '--out-dir', str(out), '--cfg-options',
+                        'model.test_cfg.rcnn.max_per_img=10')
+    assert '[3/3]' in result.stdout, result.stdout[-2000:]
+    for stem, ext in [('grace_hopper', '.jpg'), ('grace_hopper_1', '.jpg'),
+                      ('hopper_small', '.png')]:
+        pred, size = outputs(out, stem, ext)
+        assert size == ((H, W) if stem != 'hopper_small' else SMALL)
+        assert pred['classes'] == ['circle', 'square', 'triangle']
+        assert len(pred['labels']) == len(pred['scores']) == len(pred['bboxes'])
