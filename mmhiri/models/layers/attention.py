@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import nchw_to_nlc, nlc_to_nchw, pad_to_multiple
+from .common import pad_to_multiple
 
 
 class MultiheadAttention(nn.Module):
@@ -84,21 +84,30 @@ class WindowAttention(MultiheadAttention):
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         h, w = hw_shape
         ws = self.window_size
-        x = nlc_to_nchw(x, hw_shape)
+        b, n, c = x.shape
+        if n != h * w:
+            raise ValueError(f'{n} tokens do not form a {h}x{w} map')
         pad_h, pad_w = pad_to_multiple(h, ws), pad_to_multiple(w, ws)
         top, left = pad_h // 2, pad_w // 2
-        x = F.pad(x, (left, pad_w - left, top, pad_h - top))
-        b, c, hp, wp = x.shape
+        # partition and reverse in the tokens' own (B, H, W, C) layout: one copy each way (an
+        # NCHW route costs a layout change more; outputs are bit-identical)
+        padded = torch.compiler.is_compiling() or pad_h > 0 or pad_w > 0  # no branch on
+        x = x.reshape(b, h, w, c)  # symbolic sizes when compiling or exporting
+        if padded:
+            x = F.pad(x, (0, 0, left, pad_w - left, top, pad_h - top))
+        hp, wp = h + pad_h, w + pad_w
         nh, nw = hp // ws, wp // ws
-        # (B, C, nh*ws, nw*ws) -> (B*nh*nw, ws*ws, C): windows raster-ordered, tokens raster
+        # (B, nh*ws, nw*ws, C) -> (B*nh*nw, ws*ws, C): windows raster-ordered, tokens raster
         # inside a window
-        windows = x.reshape(b, c, nh, ws, nw, ws).permute(0, 2, 4, 3, 5, 1).reshape(
+        windows = x.reshape(b, nh, ws, nw, ws, c).permute(0, 1, 3, 2, 4, 5).reshape(
             b * nh * nw, ws * ws, c)
         out = self.attend(windows)
         c_out = out.shape[-1]
-        out = out.reshape(b, nh, nw, ws, ws, c_out).permute(0, 5, 1, 3, 2, 4).reshape(
-            b, c_out, hp, wp)
-        return nchw_to_nlc(out[:, :, top:top + h, left:left + w])
+        out = out.reshape(b, nh, nw, ws, ws, c_out).permute(0, 1, 3, 2, 4, 5).reshape(
+            b, hp, wp, c_out)
+        if padded:
+            out = out[:, top:top + h, left:left + w]
+        return out.reshape(b, h * w, c_out)
 
 
 class PerformerAttention(nn.Module):
