@@ -35,6 +35,20 @@ def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
+def build_in_scope(cfg: Config, module_cfg: dict, registry: str = 'MODELS'):
+    """Build ``module_cfg`` (the model or a part of it, e.g. ``cfg.model.backbone``) from the
+    ``registry`` of ``cfg``'s framework, with that framework made the default scope (as its
+    own tools do)."""
+    import importlib
+
+    from mmengine.registry import init_default_scope
+
+    import mmhiri  # noqa: F401  (registers our models)
+    init_default_scope(cfg.default_scope)
+    registries = importlib.import_module(f'{cfg.default_scope}.registry')
+    return getattr(registries, registry).build(module_cfg)
+
+
 def check_cfg_options(cfg: Config, cfg_options: dict) -> None:
     """Every ``--cfg-options`` key must extend what the config has: all but its last part must
     exist (``nonexistent_key.foo=3`` is a typo, not a new setting), except for the Runner's
@@ -226,17 +240,14 @@ def check_checkpoint_fits(model, checkpoint: str, whole: bool) -> None:
     with the model's shape; otherwise (``load_from`` before fine-tuning, where a new head is
     normal) every backbone tensor must. The message gives the matched / missing / mismatched /
     unexpected counts and the first names."""
-    import torch
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    from .models.converters import compare_keys, summarize
-    ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
-        raise SystemExit(f'{checkpoint!r} holds no state_dict of tensors (a model checkpoint '
-                         "is a dict with a 'state_dict', or a state_dict itself)")
-    state = {k[len('module.'):] if k.startswith('module.') else k: v for k, v in state.items()}
+    from .models.converters import ConversionError, compare_keys, summarize, unwrap_checkpoint
+    try:
+        state, _ = unwrap_checkpoint(
+            CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu'), prefer_ema=False)
+    except ConversionError as e:
+        raise SystemExit(f'{checkpoint!r} holds no state_dict of tensors: {e}')
     own = getattr(model, 'module', model).state_dict()
     if not whole:
         own = {k: v for k, v in own.items() if k.startswith('backbone.')} or own

@@ -120,12 +120,9 @@ def check_weights(cfg, weights):
     """Stop with one message unless ``weights`` is a readable checkpoint whose tensors fit the
     model ``cfg`` builds (``mmhiri.apis.check_checkpoint_fits``, every tensor). Returns the
     checkpoint's ``meta`` dict."""
-    import importlib
-
     import torch
-    from mmengine.registry import DefaultScope
 
-    from mmhiri.apis import check_checkpoint_fits
+    from mmhiri.apis import build_in_scope, check_checkpoint_fits
     if not osp.isfile(weights):
         raise SystemExit(f'checkpoint not found: {weights!r}')
     try:  # torch.load (mmhiri allows mmengine's classes): the meta, without a log line
@@ -145,29 +142,20 @@ def check_weights(cfg, weights):
     meta = ckpt.get('meta') if isinstance(ckpt, dict) else None
     meta = meta if isinstance(meta, dict) else {}
     del ckpt
-    scope = cfg.default_scope
-    registry = importlib.import_module(f'{scope}.registry').MODELS
     model_cfg = copy.deepcopy(cfg.model)
-    if scope == 'mmpretrain':  # as mmpretrain's get_model builds it
+    if cfg.default_scope == 'mmpretrain':  # as mmpretrain's get_model builds it
         model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor', None))
-    with DefaultScope.overwrite_default_scope(scope):
-        model = registry.build(model_cfg)
-    check_checkpoint_fits(model, weights, whole=True)
+    check_checkpoint_fits(build_in_scope(cfg, model_cfg), weights, whole=True)
     return meta
 
 
 def config_dataset_meta(cfg):
     """The class names (and palette) of the config's test dataset, or {} if it cannot say."""
-    import importlib
-
-    from mmengine.registry import DefaultScope
-    scope = cfg.default_scope
+    from mmhiri.apis import build_in_scope
     try:
         ds = copy.deepcopy(cfg.test_dataloader.dataset)
         ds['lazy_init'] = True
-        registry = importlib.import_module(f'{scope}.registry').DATASETS
-        with DefaultScope.overwrite_default_scope(scope):
-            return dict(registry.build(ds).metainfo)
+        return dict(build_in_scope(cfg, ds, registry='DATASETS').metainfo)
     except Exception:  # noqa: BLE001  (a dataset that needs its files: keep the default)
         return {}
 

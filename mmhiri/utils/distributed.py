@@ -26,7 +26,6 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.hooks import Hook
 from mmengine.model import MMDistributedDataParallel
 from mmengine.registry import HOOKS, MODEL_WRAPPERS
@@ -83,9 +82,7 @@ class DistSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
             new = cls(module.num_features, module.eps, module.momentum, module.affine,
                       module.track_running_stats)
             if module.affine:
-                with torch.no_grad():
-                    new.weight = module.weight
-                    new.bias = module.bias
+                new.weight, new.bias = module.weight, module.bias
             if module.track_running_stats:
                 new.running_mean = module.running_mean
                 new.running_var = module.running_var

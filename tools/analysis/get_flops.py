@@ -50,19 +50,14 @@ def build_model(config, cfg_options=None):
 
     Returns ``(model, cfg, scope)``; the config's framework scope is made the default scope.
     """
-    from mmengine.registry import init_default_scope
-
-    from mmhiri.apis import load_config
+    from mmhiri.apis import build_in_scope, load_config
     cfg = load_config(config, cfg_options)
     scope = cfg.default_scope
-    init_default_scope(scope)
-    import mmhiri  # noqa: F401
-    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
     model_cfg = cfg.model
     backbone_cfg = model_cfg.get('backbone') or {}
     if isinstance(backbone_cfg.get('init_cfg'), dict):
         backbone_cfg.init_cfg = None  # structure only: no need for the pretrained file
-    model = registry.build(model_cfg).eval()
+    model = build_in_scope(cfg, model_cfg).eval()
     match_inference(model)
     return model, cfg, scope
 

@@ -61,6 +61,11 @@ PAPERS = {
                     'Image Recognition and Beyond'),
 }
 # metafile stem: the Collection (Metadata describes the family; each model states its own data).
+# shared by the ViTAE and ViTAEv2 collections (the same training recipe and cells)
+VITAE_TECHNIQUES = ['AdamW', 'Weight Decay', 'RandAugment', 'CutMix', 'Mixup', 'Random Erasing',
+                    'Label Smoothing', 'EMA']
+VITAE_CELLS = ['Reduction Cell', 'Normal Cell', 'Pyramid Reduction Module',
+               'Parallel Convolutional Module']
 COLLECTIONS = {
     'hiri_vit': dict(
         Name='HIRI-ViT',
@@ -76,21 +81,17 @@ COLLECTIONS = {
         Name='ViTAE',
         Metadata={
             'Training Data': ['ImageNet-1k'],
-            'Training Techniques': ['AdamW', 'Weight Decay', 'RandAugment', 'CutMix', 'Mixup',
-                                    'Random Erasing', 'Label Smoothing', 'EMA'],
-            'Architecture': ['ViTAE', 'Reduction Cell', 'Normal Cell',
-                             'Pyramid Reduction Module', 'Parallel Convolutional Module',
-                             'Performer Attention', 'Multi-Head Attention']},
+            'Training Techniques': VITAE_TECHNIQUES,
+            'Architecture': ['ViTAE', *VITAE_CELLS, 'Performer Attention',
+                             'Multi-Head Attention']},
         Paper=PAPERS['ViTAE'], README='README.md'),
     'vitaev2': dict(
         Name='ViTAEv2',
         Metadata={
             'Training Data': ['ImageNet-1k', 'COCO', 'ADE20K', 'AP-10K'],
-            'Training Techniques': ['AdamW', 'Weight Decay', 'RandAugment', 'CutMix', 'Mixup',
-                                    'Random Erasing', 'Label Smoothing', 'EMA'],
-            'Architecture': ['ViTAEv2', 'Reduction Cell', 'Normal Cell',
-                             'Pyramid Reduction Module', 'Parallel Convolutional Module',
-                             'Window Attention', 'Multi-Head Attention']},
+            'Training Techniques': VITAE_TECHNIQUES,
+            'Architecture': ['ViTAEv2', *VITAE_CELLS, 'Window Attention',
+                             'Multi-Head Attention']},
         Paper=PAPERS['ViTAEv2'], README='README.md'),
     'demo': dict(
         Name='HIRI-ViT demo',

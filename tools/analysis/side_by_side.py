@@ -71,22 +71,17 @@ def apply_malloc(mode):
 
 def build_backbone(name, fused=True):
     """The backbone of ``MODELS[name]``'s config, eval mode, random weights."""
-    from mmengine.registry import init_default_scope
-
-    from mmhiri.apis import load_config
-    config, scope = MODELS[name]
+    from mmhiri.apis import build_in_scope, load_config
+    config, _ = MODELS[name]
     if '::' in config:  # a config shipped inside the framework's package
         pkg, rel = config.split('::')
         config = os.path.join(os.path.dirname(__import__(pkg).__file__), '.mim', 'configs', rel)
     cfg = load_config(config)
-    init_default_scope(scope)
-    import mmhiri  # noqa: F401
-    registry = __import__(f'{scope}.registry', fromlist=['MODELS']).MODELS
     bcfg = cfg.model.backbone
     bcfg.pop('init_cfg', None)
     if bcfg.get('type', '').split('.')[-1] == 'SwinTransformer':
         bcfg['convert_weights'] = False  # only matters for loading a checkpoint
-    model = registry.build(bcfg)
+    model = build_in_scope(cfg, bcfg)
     model.eval()  # (mmdet's Swin.train returns None: no chaining)
     if hasattr(model, 'set_fused_attn'):  # ours: explicit = the implementation before both
         model.set_fused_attn(fused)

@@ -70,18 +70,14 @@ def build(args):
         module = getattr(models, args.backbone)(arch)
         name = f'{args.backbone}({args.arch if isinstance(arch, str) else "custom"})'
     else:
-        from mmengine.registry import init_default_scope
-
-        from mmhiri.apis import load_config
+        from mmhiri.apis import build_in_scope, load_config
         cfg = load_config(args.config)
-        init_default_scope(cfg.default_scope)
-        registry = __import__(f'{cfg.default_scope}.registry', fromlist=['MODELS']).MODELS
         bcfg = cfg.model.backbone
         bcfg.pop('init_cfg', None)
-        backbone = registry.build(bcfg)
+        backbone = build_in_scope(cfg, bcfg)
         name = type(backbone).__name__
         if args.with_neck:
-            neck = registry.build(cfg.model.neck)
+            neck = build_in_scope(cfg, cfg.model.neck)
             module = BackboneNeck(backbone, neck)
             name += ' + ' + type(neck).__name__
         else:

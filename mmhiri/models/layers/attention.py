@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import pad_to_multiple
+from .common import nlc_to_nhwc, pad_to_multiple
 
 
 class MultiheadAttention(nn.Module):
@@ -84,15 +84,14 @@ class WindowAttention(MultiheadAttention):
     def forward(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
         h, w = hw_shape
         ws = self.window_size
-        b, n, c = x.shape
-        if n != h * w:
-            raise ValueError(f'{n} tokens do not form a {h}x{w} map')
+        x = nlc_to_nhwc(x, hw_shape)
+        b, c = x.shape[0], x.shape[-1]
         pad_h, pad_w = pad_to_multiple(h, ws), pad_to_multiple(w, ws)
         top, left = pad_h // 2, pad_w // 2
         # partition and reverse in the tokens' own (B, H, W, C) layout: one copy each way (an
-        # NCHW route costs a layout change more; outputs are bit-identical)
-        padded = torch.compiler.is_compiling() or pad_h > 0 or pad_w > 0  # no branch on
-        x = x.reshape(b, h, w, c)  # symbolic sizes when compiling or exporting
+        # NCHW route costs a layout change more; outputs are bit-identical). No branch on
+        # symbolic sizes when compiling or exporting.
+        padded = torch.compiler.is_compiling() or pad_h > 0 or pad_w > 0
         if padded:
             x = F.pad(x, (0, 0, left, pad_w - left, top, pad_h - top))
         hp, wp = h + pad_h, w + pad_w

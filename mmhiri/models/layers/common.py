@@ -8,12 +8,23 @@ import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 
 
-def nlc_to_nchw(x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-    """(N, H*W, C) tokens -> (N, C, H, W) map."""
+def _token_grid(x: torch.Tensor, hw_shape: Tuple[int, int]) -> Tuple[int, int, int, int]:
+    """(N, H, W, C) of (N, H*W, C) tokens on an H x W grid; one clear error if they are not."""
     h, w = hw_shape
     n, length, c = x.shape
     if length != h * w:
         raise ValueError(f'{length} tokens do not form a {h}x{w} map')
+    return n, h, w, c
+
+
+def nlc_to_nhwc(x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+    """(N, H*W, C) tokens -> (N, H, W, C) (a view where the tokens allow one)."""
+    return x.reshape(*_token_grid(x, hw_shape))
+
+
+def nlc_to_nchw(x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
+    """(N, H*W, C) tokens -> (N, C, H, W) map."""
+    n, h, w, c = _token_grid(x, hw_shape)
     return x.transpose(1, 2).reshape(n, c, h, w)
 
 
