@@ -39,8 +39,10 @@ def run(cmd, timeout=600, check=True, **extra):
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env(**extra),
                          timeout=timeout)
     out.seconds = time.time() - t0
-    if check:
-        assert out.returncode == 0, (cmd, out.stdout[-3000:], out.stderr[-5000:])
+    if check and out.returncode != 0:
+        pytest.fail(f'{" ".join(map(str, cmd))} exited {out.returncode}\n--- stdout (end) ---\n'
+                    f'{out.stdout[-3000:]}\n--- stderr (end) ---\n{out.stderr[-8000:]}',
+                    pytrace=False)
     return out
 
 

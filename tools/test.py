@@ -41,12 +41,16 @@ def main():
         cfg, config_path=args.config, work_dir=args.work_dir, load_from=args.checkpoint,
         amp=args.amp, launcher=args.launcher, dump=args.out, for_test=True)
     metrics = runner.test()
-    if args.metrics_out:
+    from mmengine.dist import is_main_process
+
+    from mmhiri.utils.distributed import finish_distributed
+    if args.metrics_out and is_main_process():  # every rank holds the metrics; one writes
         import json
         os.makedirs(osp.dirname(osp.abspath(args.metrics_out)), exist_ok=True)
         with open(args.metrics_out, 'w') as f:
             json.dump({k: float(v) if isinstance(v, (int, float)) else str(v)
                        for k, v in metrics.items()}, f, indent=1)
+    finish_distributed()
 
 
 if __name__ == '__main__':

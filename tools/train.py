@@ -51,11 +51,13 @@ def main():
         cfg, config_path=args.config, work_dir=args.work_dir, resume=args.resume,
         amp=args.amp, auto_scale_lr=args.auto_scale_lr, no_validate=args.no_validate,
         launcher=args.launcher, overwrite=args.overwrite)
+    from mmhiri.utils.distributed import finish_distributed
     from mmhiri.utils.exact_resume import DataError
     try:
         runner.train()
     except DataError as e:
         raise SystemExit(f'error: {e.first_line()}') from None
+    finish_distributed()
 
 
 if __name__ == '__main__':

@@ -173,6 +173,15 @@ def init_cpu_process_group(launcher: str, timeout_s: float) -> None:
                             timeout=datetime.timedelta(seconds=timeout_s))
 
 
+def finish_distributed() -> None:
+    """At the end of a successful multi-process run: wait for every rank, then close the
+    process group. A rank that exits while another still tears its connections down can be
+    aborted (SIGABRT) in gloo's destructor after all its work is done, failing the job."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def prepare_distributed(cfg, launcher: str, for_test: bool = False,
                         cuda: Optional[bool] = None) -> None:
     """Adapt ``cfg`` (in place) to a multi-process run; see the module docstring."""
