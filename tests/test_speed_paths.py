@@ -259,3 +259,85 @@ def test_memory_efficient_training_matches_stock(name):
         assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), n
     for (n, p), (_, q) in zip(lean.named_buffers(), stock.named_buffers()):
         assert torch.equal(p, q), n
+
+
+@pytest.mark.parametrize('b,n,heads,d,chunk_bytes', [
+    (1, 100, 4, 16, 64 << 20),  # one block
+    (2, 77, 3, 8, 4096),  # odd length, batch > 1, uneven query blocks
+    (3, 65, 1, 32, 1),  # one query per block
+])
+def test_onednn_attention_matches_fused(b, n, heads, d, chunk_bytes, monkeypatch):
+    import torch.nn.functional as F
+    import mmhiri.models.layers.attention as attention
+    monkeypatch.setattr(attention, 'ONEDNN_ATTN_CHUNK_BYTES', chunk_bytes)
+    torch.manual_seed(0)
+    qkv = torch.randn(b, n, 3, heads, d)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    scale = 0.3
+    want = F.scaled_dot_product_attention(q, k, v, scale=scale).transpose(1, 2).reshape(
+        b, n, heads * d)
+    got = attention.onednn_attention(qkv, scale)
+    assert got.shape == want.shape
+    assert (got - want).abs().max() / want.abs().max() < 1e-5
+
+
+@pytest.mark.parametrize('cin,cout,groups,k', [(64, 16, 4, 3), (48, 24, 3, 5), (32, 8, 8, 3)])
+@pytest.mark.parametrize('channels_last', [False, True])
+def test_deploy_grouped_conv_equals_the_conv(cin, cout, groups, k, channels_last):
+    from mmhiri.models.layers.fusion import DeployGroupedConv
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, k, 1, k // 2, groups=groups).eval()
+    deployed = DeployGroupedConv.from_conv(conv)
+    assert deployed.weight is conv.weight and deployed.bias is conv.bias
+    assert set(deployed.state_dict()) == set(conv.state_dict())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for hw in [(17, 23), (8, 8)]:
+        x = torch.randn(2, cin, *hw).contiguous(memory_format=fmt)
+        with torch.no_grad():
+            want, got = conv(x), deployed(x)
+        assert (got - want).abs().max() / want.abs().max() < 1e-5, hw
+    # gradients to the weights go through the convolution itself
+    x = torch.randn(1, cin, 9, 9)
+    deployed(x).sum().backward()
+    assert conv.weight.grad is not None
+
+
+def test_deploy_grouped_conv_applies_only_where_it_is_exact():
+    from mmhiri.models.layers.fusion import DeployGroupedConv
+    applies = DeployGroupedConv.applies_to
+    assert applies(nn.Conv2d(64, 16, 3, 1, 1, groups=4))
+    assert not applies(nn.Conv2d(16, 64, 3, 1, 1, groups=4))  # widening
+    assert not applies(nn.Conv2d(64, 16, 3, 1, 1))  # dense
+    assert not applies(nn.Conv2d(64, 16, 3, 2, 1, groups=4))  # strided
+    assert not applies(nn.Conv2d(64, 16, 3, 1, 0, groups=4))  # not 'same'
+    assert not applies(nn.Conv2d(64, 16, 3, 1, 2, dilation=2, groups=4))
+    with pytest.raises(ValueError, match='reduces channels'):
+        DeployGroupedConv.from_conv(nn.Conv2d(16, 64, 3, 1, 1, groups=4))
+
+
+@pytest.mark.parametrize('name', NAMES)
+@pytest.mark.parametrize('threshold', [0, 10 ** 9])
+def test_deploy_attention_products_match_eval_model(name, threshold, monkeypatch):
+    """Deploy mode's attention on CPU: every row through the oneDNN product (threshold 0,
+    small query blocks) or every row through the explicit one; outputs equal the eval model's."""
+    import mmhiri.models.layers.attention as attention
+    monkeypatch.setattr(attention, 'EXPLICIT_BELOW_TOKENS', threshold)
+    monkeypatch.setattr(attention, 'ONEDNN_ATTN_CHUNK_BYTES', 4096)
+    model = built(name, out_indices=None if name != 'ViTAE' else (-1, ))
+    deployed = copy.deepcopy(model)
+    deployed.switch_to_deploy()
+    seen = set()
+    real_product = attention.MultiheadAttention.product
+
+    def spy(self, qkv):
+        out = real_product(self, qkv)
+        if self.deploy:
+            seen.add(out)
+        return out
+
+    monkeypatch.setattr(attention.MultiheadAttention, 'product', spy)
+    for hw in SIZES:
+        x = torch.randn(2, 3, *hw)
+        with torch.no_grad():
+            assert max_rel(model(x), deployed(x)) < 1e-5, hw
+    assert seen == {'onednn' if threshold == 0 else 'explicit'}

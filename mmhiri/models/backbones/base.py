@@ -7,7 +7,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers.fusion import linears_to_deploy_
+from ..layers.fusion import layers_to_deploy_
 
 
 def resolve_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
@@ -272,7 +272,10 @@ class BaseBackbone(BaseModule):
           each branch of the sum it normalises), and skips that a convolution can carry are
           folded into it;
         * parameters and inputs go channels-last (inputs are converted in ``forward``);
-        * on CPU, linear layers run through oneDNN (:class:`DeployLinear`).
+        * on CPU, linear layers run through oneDNN (:class:`DeployLinear`), channel-reducing
+          grouped convolutions as their transposed form (:class:`DeployGroupedConv`), and
+          attention as the explicit product on short rows and :func:`onednn_attention` on
+          long ones (:meth:`MultiheadAttention.product`).
 
         Outputs equal the eval-mode model's up to float rounding (returned maps are
         channels-last). Irreversible: a deployed model refuses ``train()``; rebuild it (or
@@ -283,7 +286,7 @@ class BaseBackbone(BaseModule):
         for m in list(self.modules()):
             if m is not self and hasattr(m, 'switch_to_deploy'):
                 m.switch_to_deploy()
-        linears_to_deploy_(self)
+        layers_to_deploy_(self)
         self.to(memory_format=torch.channels_last)
         self.deploy = True
 

@@ -7,7 +7,46 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .common import nlc_to_nhwc, pad_to_multiple
+from .common import ceil_div, nlc_to_nhwc, pad_to_multiple
+
+# Deploy mode on CPU: rows of fewer tokens run the explicit product (the attention matrices
+# are small; BLAS beat the fused kernel on 7x7 windows), longer rows the oneDNN product;
+# the oneDNN product materialises at most this many bytes of attention weights at a time.
+EXPLICIT_BELOW_TOKENS = 64
+ONEDNN_ATTN_CHUNK_BYTES = 64 << 20
+
+
+def onednn_attention(qkv: torch.Tensor, scale: float) -> torch.Tensor:
+    """softmax(q k^T * scale) v of every head, through two grouped 1x1 convolutions.
+
+    ``qkv`` is (B, L, 3, heads, d); returns (B, L, heads * d). The scores of a block of
+    queries are a 1x1 convolution whose weights are the scaled keys (one group per batch row
+    and head), the context a second one whose weights are the values: on CPU this runs in
+    oneDNN, which was about 1.5x faster than the fused kernel's and BLAS's products on long
+    rows on the benchmark machine (``docs/speed.md``). Exact fp32 arithmetic (a different
+    summation order only); at most ``ONEDNN_ATTN_CHUNK_BYTES`` of weights exist at once.
+    """
+    b, n, _, heads, d = qkv.shape
+    groups = b * heads
+    q, k, v = qkv.unbind(2)  # (B, L, heads, d) views
+    # keys as weights (B*heads*L, d, 1, 1), values as weights (B*heads*d, L, 1, 1)
+    w_k = (k.transpose(1, 2) * scale).reshape(groups * n, d, 1, 1)
+    w_v = v.permute(0, 2, 3, 1).reshape(groups * d, n, 1, 1)
+    # queries as a channels-last (1, B*heads*d, L, 1) map: memory (L, B, heads, d)
+    q_map = q.transpose(0, 1).reshape(1, n, 1, groups * d).permute(0, 3, 1, 2)
+    blocks = ceil_div(4 * groups * n * n, ONEDNN_ATTN_CHUNK_BYTES)
+    rows = ceil_div(n, blocks)
+    outs = []
+    for start in range(0, n, rows):
+        q_blk = q_map[:, :, start:start + rows]
+        m = q_blk.shape[2]
+        scores = F.conv2d(q_blk, w_k, groups=groups)  # (1, groups*L, m, 1), memory (m, groups, L)
+        weights = scores.permute(0, 2, 3, 1).reshape(m, groups, n).softmax(dim=-1)
+        weights = weights.reshape(1, m, 1, groups * n).permute(0, 3, 1, 2)
+        ctx = F.conv2d(weights, w_v, groups=groups)  # (1, groups*d, m, 1), memory (m, B, heads, d)
+        outs.append(ctx.permute(0, 2, 3, 1).reshape(m, b, heads * d))
+    ctx = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
+    return ctx.transpose(0, 1)
 
 
 class MultiheadAttention(nn.Module):
@@ -42,6 +81,7 @@ class MultiheadAttention(nn.Module):
         self.scale = qk_scale or (out_dim // num_heads)**-0.5
         self.v_shortcut = v_shortcut
         self.fused_attn = fused_attn
+        self.deploy = False
         self.qkv = nn.Linear(in_dim, out_dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(out_dim, out_dim)
@@ -53,16 +93,39 @@ class MultiheadAttention(nn.Module):
         b, n, _ = x.shape
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.out_dim // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)
-        if self.fused_attn:
+        product = self.product(qkv)
+        if product == 'onednn':
+            ctx = onednn_attention(qkv, self.scale)
+        elif product == 'fused':
             ctx = F.scaled_dot_product_attention(
                 q, k, v, dropout_p=self.attn_drop.p if self.training else 0., scale=self.scale)
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)
             ctx = self.attn_drop(attn.softmax(dim=-1)) @ v
-        out = self.proj_drop(self.proj(ctx.transpose(1, 2).reshape(b, n, self.out_dim)))
+        if product != 'onednn':
+            ctx = ctx.transpose(1, 2).reshape(b, n, self.out_dim)
+        out = self.proj_drop(self.proj(ctx))
         if self.v_shortcut:
             out = v.transpose(1, 2).reshape(b, n, self.out_dim) + out
         return out
+
+    def product(self, qkv: torch.Tensor) -> str:
+        """'fused', 'explicit' or, in deploy mode on CPU, 'onednn' (see the module constants).
+        The deploy choice holds for float32 inputs in eager mode; compiled, traced and exported
+        graphs keep the fused kernel (inductor's own attention kernel was the faster one under
+        ``torch.compile`` on the benchmark machine)."""
+        if not self.fused_attn:
+            return 'explicit'
+        if not self.deploy or qkv.device.type != 'cpu' or qkv.dtype != torch.float32 or \
+                torch.compiler.is_compiling() or torch.jit.is_tracing() or \
+                torch.onnx.is_in_onnx_export():
+            return 'fused'
+        return 'explicit' if qkv.shape[1] < EXPLICIT_BELOW_TOKENS else 'onednn'
+
+    def switch_to_deploy(self) -> None:
+        """Inference on CPU: short rows (windows) through the explicit product, long rows
+        through :func:`onednn_attention`; other devices keep the fused kernel."""
+        self.deploy = True
 
     def forward(self, x: torch.Tensor, hw_shape: Optional[Tuple[int, int]] = None) -> torch.Tensor:
         return self.attend(x)

@@ -10,12 +10,14 @@ An eval-mode BatchNorm is a per-channel affine map ``y = s * x + t``. It folds
 
 The blocks own the knowledge of which BN goes where (their ``switch_to_deploy``); these helpers
 only do the arithmetic, in float64, so a folded model matches the unfolded one to float32
-rounding. ``DeployLinear`` is the deploy form of a linear layer on CPU.
+rounding. ``DeployLinear`` and ``DeployGroupedConv`` are deploy forms of a linear layer and of
+a channel-reducing grouped convolution on CPU.
 """
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -103,20 +105,78 @@ class DeployLinear(nn.Linear):
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type != 'cpu' or x.dim() < 2 or x.dtype != self.weight.dtype or \
-                any(isinstance(s, torch.SymInt) for s in x.shape):
-            return torch.nn.functional.linear(x, self.weight, self.bias)
+        if x.dim() < 2 or not _concrete_cpu_input(x, self.weight):
+            return F.linear(x, self.weight, self.bias)
         lead, c = x.shape[:-1], x.shape[-1]
         rows = x.reshape(1, -1, 1, c).permute(0, 3, 1, 2)  # (1, C, M, 1), channels-last
-        out = torch.nn.functional.conv2d(rows, self.weight[:, :, None, None], self.bias)
+        out = F.conv2d(rows, self.weight[:, :, None, None], self.bias)
         return out.permute(0, 2, 3, 1).reshape(*lead, self.out_features)
 
 
-def linears_to_deploy_(module: nn.Module) -> None:
-    """Replace every plain ``nn.Linear`` below ``module`` by a :class:`DeployLinear` sharing
-    its parameters (state_dict keys unchanged)."""
+def _concrete_cpu_input(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when a deploy layer may take its oneDNN route: a CPU tensor of the weight's dtype
+    and of concrete size (no symbolic shapes from ``torch.compile(dynamic=True)`` or export)."""
+    return x.device.type == 'cpu' and x.dtype == weight.dtype and \
+        not any(isinstance(s, torch.SymInt) for s in x.shape) and \
+        not torch.onnx.is_in_onnx_export()
+
+
+class DeployGroupedConv(nn.Conv2d):
+    """A grouped, stride-1, 'same'-padded convolution with fewer output than input channels
+    per group (the PCMs' hidden -> dim convs), run on CPU as the equivalent transposed
+    convolution: ``conv2d(x, W)`` equals ``conv_transpose2d(x, W')`` where ``W'`` is ``W``
+    flipped spatially with its per-group input and output channels swapped. oneDNN's
+    channels-last kernels pad a group's output channels to a block of 16, so the 4 outputs per
+    group of ViTAEv2's PCMs ran at a fraction of the speed of the transposed form (same sums;
+    outputs were bit-identical on the benchmark machine). Same parameters as the conv it
+    replaces; other devices and traced graphs call ``F.conv2d``. Used by
+    ``switch_to_deploy``."""
+
+    @staticmethod
+    def applies_to(conv: nn.Module) -> bool:
+        if type(conv) is not nn.Conv2d or conv.groups == 1 or conv.padding_mode != 'zeros':
+            return False
+        kh, kw = conv.kernel_size
+        return conv.stride == (1, 1) and conv.dilation == (1, 1) and kh % 2 == 1 and \
+            kw % 2 == 1 and conv.padding == (kh // 2, kw // 2) and \
+            conv.out_channels < conv.in_channels
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> 'DeployGroupedConv':
+        if not cls.applies_to(conv):
+            raise ValueError(f'{conv} is not a grouped, stride-1, same-padded convolution '
+                             'that reduces channels')
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for attr in ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding',
+                     'dilation', 'transposed', 'output_padding', 'groups', 'padding_mode',
+                     '_reversed_padding_repeated_twice'):
+            setattr(new, attr, getattr(conv, attr))
+        new.register_parameter('weight', conv.weight)
+        new.register_parameter('bias', conv.bias)
+        g = conv.groups
+        co, ci = conv.out_channels // g, conv.in_channels // g
+        w_t = conv.weight.detach().flip(-1, -2).reshape(g, co, ci, *conv.kernel_size)
+        w_t = w_t.transpose(1, 2).reshape(conv.in_channels, co, *conv.kernel_size)
+        new.register_buffer('weight_transposed', w_t.contiguous(), persistent=False)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not _concrete_cpu_input(x, self.weight) or self.weight.requires_grad and \
+                torch.is_grad_enabled():
+            return super().forward(x)
+        return F.conv_transpose2d(x, self.weight_transposed, self.bias, 1, self.padding, 0,
+                                  self.groups)
+
+
+def layers_to_deploy_(module: nn.Module) -> None:
+    """Below ``module``, replace every plain ``nn.Linear`` by a :class:`DeployLinear` and every
+    channel-reducing grouped convolution by a :class:`DeployGroupedConv`, sharing their
+    parameters (state_dict keys unchanged)."""
     for name, child in list(module.named_children()):
         if type(child) is nn.Linear:
             setattr(module, name, DeployLinear.from_linear(child))
+        elif DeployGroupedConv.applies_to(child):
+            setattr(module, name, DeployGroupedConv.from_conv(child))
         else:
-            linears_to_deploy_(child)
+            layers_to_deploy_(child)
