@@ -14,7 +14,8 @@ Models (backbone alone, eval, ``no_grad``, batch 1):
 * ours: HIRI-ViT-S and ViTAEv2-S, each as ``explicit`` (the attention product written out and
   stock BN + activation autograd: the implementation before the fast paths, reachable with
   ``fused_attn=False, memory_efficient=False``), ``eager`` (the defaults),
-  ``deploy`` (``switch_to_deploy()``: BatchNorms folded, channels-last, oneDNN linears on CPU)
+  ``deploy`` (``switch_to_deploy()``: BatchNorms folded, channels-last; on CPU oneDNN linears,
+  oneDNN attention on long rows, explicit on windows, reducing grouped convs transposed)
   and, with ``--compile``, ``compiled`` (``torch.compile(dynamic=False)`` of the deploy model,
   inductor's ``freezing`` on);
 * references: mmdet's Swin-T and PVTv2-B2 and mmpretrain's ConvNeXt-T, eager, at the settings of
@@ -292,8 +293,9 @@ def report(result, args):
         'what is timed and how). Variants of ours: `explicit` = attention product written '
         'out and stock BN + activation autograd (the implementation before the fast paths: '
         '`fused_attn=False, memory_efficient=False`); `eager` = the defaults (fused '
-        'attention); `deploy` = `switch_to_deploy()` (BatchNorms folded, channels-last, oneDNN '
-        'linears on CPU); `compiled` = `torch.compile(dynamic=False)` of the deploy model with '
+        'attention); `deploy` = `switch_to_deploy()` (BatchNorms folded, channels-last; on CPU '
+        'oneDNN linears, attention through oneDNN on long rows and written out on 7x7 windows, '
+        'channel-reducing grouped convs in transposed form); `compiled` = `torch.compile(dynamic=False)` of the deploy model with '
         'inductor `freezing`. References: the backbones of mmdet\'s stock Swin-T Mask R-CNN, '
         'PVTv2-B2 RetinaNet and ConvNeXt-T Mask R-CNN configs, eager.',
         '',
