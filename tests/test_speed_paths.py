@@ -100,6 +100,33 @@ def test_deploy_matches_eval_model_real_sizes(name, arch):
         assert max_rel(ref, model(x)) < 1e-5
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['HIRIViT', 'ViTAEv2'])
+def test_deploy_matches_explicit_path_at_benchmark_size(name, monkeypatch):
+    """The setting the benchmark times: real widths at 448x448, where deploy mode's attention
+    runs through oneDNN (rows of 196 and 784 tokens) and its windows written out; outputs
+    within 1e-4 of the explicit path (the implementation before the fast paths)."""
+    import mmhiri.models as models
+    import mmhiri.models.layers.attention as attention
+    seen = set()
+    real_product = attention.MultiheadAttention.product
+    monkeypatch.setattr(attention.MultiheadAttention, 'product',
+                        lambda self, qkv: seen.add(real_product(self, qkv)) or
+                        real_product(self, qkv))
+    torch.manual_seed(0)
+    model = randomise_bn(getattr(models, name)('s')).eval()
+    x = torch.randn(1, 3, 448, 448)
+    with torch.no_grad():
+        model.set_fused_attn(False)
+        ref = model(x)
+        model.set_fused_attn(True)
+        model.switch_to_deploy()
+        seen.clear()
+        out = model(x)
+    assert 'onednn' in seen and (name != 'ViTAEv2' or 'explicit' in seen), seen
+    assert max_rel(ref, out) < 1e-4
+
+
 @pytest.mark.parametrize('name', NAMES)
 def test_deploy_refuses_training(name):
     model = built(name)
@@ -341,3 +368,39 @@ def test_deploy_attention_products_match_eval_model(name, threshold, monkeypatch
         with torch.no_grad():
             assert max_rel(model(x), deployed(x)) < 1e-5, hw
     assert seen == {'onednn' if threshold == 0 else 'explicit'}
+
+
+@pytest.mark.parametrize('cin,cout,k,stride,groups', [(8, 16, 3, 1, 1), (16, 16, 3, 2, 16),
+                                                      (12, 24, 1, 1, 1), (6, 9, 7, 4, 3)])
+def test_deploy_conv_equals_the_conv_and_follows_its_weights(cin, cout, k, stride, groups):
+    from mmhiri.models.layers.fusion import DeployConv2d
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups).eval()
+    deployed = DeployConv2d.from_conv(conv)
+    assert deployed.weight is conv.weight and set(deployed.state_dict()) == set(conv.state_dict())
+    with torch.no_grad():
+        for fmt in (torch.channels_last, torch.contiguous_format):
+            for hw in [(17, 23), (8, 8), (17, 23)]:  # a new size re-packs, the old one again
+                x = torch.randn(2, cin, *hw).contiguous(memory_format=fmt)
+                want, got = conv(x), deployed(x)
+                assert got.shape == want.shape
+                assert (got - want).abs().max() <= 1e-5 * want.abs().max(), (fmt, hw)
+        # new weights (load_state_dict copies in place): the packed copy follows
+        state = {n: torch.randn_like(t) for n, t in conv.state_dict().items()}
+        deployed.load_state_dict(state)
+        x = torch.randn(1, cin, 17, 23).contiguous(memory_format=torch.channels_last)
+        want = torch.nn.functional.conv2d(x, state['weight'], state['bias'], stride, k // 2, 1,
+                                          groups)
+        assert (deployed(x) - want).abs().max() <= 1e-5 * want.abs().max()
+        # copies and pickles leave the packed weights behind and still compute the conv
+        import io
+        clone = copy.deepcopy(deployed)
+        buf = io.BytesIO()
+        torch.save(deployed, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=False)
+        for other in (clone, loaded):
+            assert (other(x) - want).abs().max() <= 1e-5 * want.abs().max()
+    # gradients to the weights go through the convolution itself
+    deployed(torch.randn(1, cin, 9, 9)).sum().backward()
+    assert conv.weight.grad is not None

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from .common import build_act
-from .fusion import add_identity_to_dwconv
+from .fusion import DeployLinear, add_identity_to_dwconv
 
 
 class Mlp(nn.Module):
@@ -24,6 +24,13 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+    def switch_to_deploy(self) -> None:
+        """An exact GELU moves into ``fc1`` (one fused oneDNN op on CPU)."""
+        if type(self.act) is nn.GELU and self.act.approximate == 'none' and \
+                type(self.fc1) is nn.Linear:
+            self.fc1 = DeployLinear.from_linear(self.fc1, gelu=True)
+            self.act = nn.Identity()
 
 
 class CFFN(nn.Module):

@@ -88,37 +88,72 @@ def add_identity_to_dwconv(conv: nn.Conv2d) -> nn.Conv2d:
     return _new_conv_like(conv, weight, bias)
 
 
+def _mkldnn_linear():
+    """oneDNN's fp32 linear with an optional fused GELU (the op inductor's CPU weight fusion
+    emits), where this torch build has it and it computes what ``F.linear`` does."""
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+        if not torch.backends.mkldnn.is_available():
+            return None
+        g = torch.Generator().manual_seed(0)
+        x, w, b = (torch.randn(*s, generator=g) for s in ((2, 3, 8), (5, 8), (5, )))
+        want = F.linear(x, w, b)
+        if torch.allclose(op(x, w, b, 'none', [], ''), want, atol=1e-5) and \
+                torch.allclose(op(x, w, b, 'gelu', [], 'none'), F.gelu(want), atol=1e-5):
+            return op
+    except (AttributeError, RuntimeError, TypeError):
+        pass
+    return None
+
+
+_MKLDNN_LINEAR = _mkldnn_linear()
+
+
 class DeployLinear(nn.Linear):
-    """``nn.Linear`` (same parameters) that on CPU runs as a 1x1 convolution over a
-    channels-last view of the tokens: oneDNN's convolution instead of the BLAS ``addmm``,
-    which was the slower of the two for these token widths on the benchmark machine (the
-    ``deploy`` rows of ``docs/benchmark.md`` include this). Other devices, and ``torch.compile`` with dynamic shapes (whose
-    stride rules this view trick trips), call ``F.linear``. Used by ``switch_to_deploy``."""
+    """``nn.Linear`` (same parameters) that on CPU runs in oneDNN instead of the BLAS
+    ``addmm``, which was the slower of the two for these token widths on the benchmark machine
+    (the ``deploy`` rows of ``docs/benchmark.md`` include this): through oneDNN's linear in
+    eager mode, as a 1x1 convolution over a channels-last view of the tokens under
+    ``torch.compile`` with static shapes. Other devices, and dynamic shapes (whose stride
+    rules the view trick trips), call ``F.linear``. Used by ``switch_to_deploy``."""
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> 'DeployLinear':
+    def from_linear(cls, linear: nn.Linear, gelu: bool = False) -> 'DeployLinear':
+        """``gelu=True``: the layer computes ``F.gelu(linear(x))`` (exact erf GELU), fused
+        into oneDNN's linear where it runs there."""
         new = cls.__new__(cls)
         nn.Module.__init__(new)
         new.in_features, new.out_features = linear.in_features, linear.out_features
         new.register_parameter('weight', linear.weight)
         new.register_parameter('bias', linear.bias)
+        new.gelu = gelu
         return new
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (', gelu=True' if self.gelu else '')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2 or not _concrete_cpu_input(x, self.weight):
-            return F.linear(x, self.weight, self.bias)
-        lead, c = x.shape[:-1], x.shape[-1]
-        rows = x.reshape(1, -1, 1, c).permute(0, 3, 1, 2)  # (1, C, M, 1), channels-last
-        out = F.conv2d(rows, self.weight[:, :, None, None], self.bias)
-        return out.permute(0, 2, 3, 1).reshape(*lead, self.out_features)
+            out = F.linear(x, self.weight, self.bias)
+        elif _MKLDNN_LINEAR is not None and not torch.compiler.is_compiling():
+            if self.gelu:
+                return _MKLDNN_LINEAR(x, self.weight, self.bias, 'gelu', [], 'none')
+            return _MKLDNN_LINEAR(x, self.weight, self.bias, 'none', [], '')
+        else:
+            lead, c = x.shape[:-1], x.shape[-1]
+            rows = x.reshape(1, -1, 1, c).permute(0, 3, 1, 2)  # (1, C, M, 1), channels-last
+            out = F.conv2d(rows, self.weight[:, :, None, None], self.bias)
+            out = out.permute(0, 2, 3, 1).reshape(*lead, self.out_features)
+        return F.gelu(out) if self.gelu else out
 
 
 def _concrete_cpu_input(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """True when a deploy layer may take its oneDNN route: a CPU tensor of the weight's dtype
-    and of concrete size (no symbolic shapes from ``torch.compile(dynamic=True)`` or export)."""
+    and of concrete size (no symbolic shapes from ``torch.compile(dynamic=True)`` or export),
+    outside a ``torch.jit`` trace or an ONNX export (whose graphs keep the standard ops)."""
     return x.device.type == 'cpu' and x.dtype == weight.dtype and \
         not any(isinstance(s, torch.SymInt) for s in x.shape) and \
-        not torch.onnx.is_in_onnx_export()
+        not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
 
 
 class DeployGroupedConv(nn.Conv2d):
@@ -169,14 +204,90 @@ class DeployGroupedConv(nn.Conv2d):
                                   self.groups)
 
 
+def _mkldnn_conv():
+    """oneDNN's convolution on weights reordered ahead of time (the ops inductor's CPU weight
+    pre-packing emits), where this torch build has them and they compute what ``F.conv2d``
+    does."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return None
+        reorder = torch.ops.mkldnn._reorder_convolution_weight
+        conv = torch.ops.mkldnn._convolution_pointwise
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 4, 5, 6, generator=g).contiguous(memory_format=torch.channels_last)
+        w, b = torch.randn(6, 2, 3, 3, generator=g), torch.randn(6, generator=g)
+        packed = reorder(w, [1, 1], [1, 1], [1, 1], 2, list(x.shape))
+        got = conv(x, packed, b, [1, 1], [1, 1], [1, 1], 2, 'none', [], '')
+        if torch.allclose(got, F.conv2d(x, w, b, 1, 1, 1, 2), atol=1e-5):
+            return reorder, conv
+    except (AttributeError, RuntimeError, TypeError):
+        pass
+    return None
+
+
+_MKLDNN_CONV = _mkldnn_conv()
+
+
+class DeployConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same parameters) that on CPU keeps its weights reordered into oneDNN's
+    layout for the last input size it saw, so a call runs the convolution alone (``F.conv2d``
+    reorders the weights on every call, which dominated the small maps of late stages on the
+    benchmark machine). The reordered copy is re-made when the input size, the weights'
+    storage or their version change (``load_state_dict`` included), and is not saved or
+    copied. Other devices, ``torch.compile`` (whose ``freezing`` pre-packs by itself), exports,
+    and calls that need gradients for the weights run ``F.conv2d``. Used by
+    ``switch_to_deploy``."""
+
+    @staticmethod
+    def applies_to(conv: nn.Module) -> bool:
+        return type(conv) is nn.Conv2d and conv.padding_mode == 'zeros' and \
+            not isinstance(conv.padding, str)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d) -> 'DeployConv2d':
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for attr in ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding',
+                     'dilation', 'transposed', 'output_padding', 'groups', 'padding_mode',
+                     '_reversed_padding_repeated_twice'):
+            setattr(new, attr, getattr(conv, attr))
+        new.register_parameter('weight', conv.weight)
+        new.register_parameter('bias', conv.bias)
+        new._packed = None
+        return new
+
+    def __getstate__(self):
+        state = super().__getstate__().copy()
+        state['_packed'] = None
+        return state
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _MKLDNN_CONV is None or x.dim() != 4 or not _concrete_cpu_input(x, self.weight) or \
+                torch.compiler.is_compiling() or \
+                self.weight.requires_grad and torch.is_grad_enabled():
+            return super().forward(x)
+        reorder, conv = _MKLDNN_CONV
+        w = self.weight
+        key = (tuple(x.shape), w.data_ptr(), w._version, w.dtype)
+        if self._packed is None or self._packed[0] != key:
+            packed = reorder(w.detach(), list(self.padding), list(self.stride),
+                             list(self.dilation), self.groups, list(x.shape))
+            self._packed = (key, packed)
+        return conv(x, self._packed[1], self.bias, list(self.padding), list(self.stride),
+                    list(self.dilation), self.groups, 'none', [], '')
+
+
 def layers_to_deploy_(module: nn.Module) -> None:
-    """Below ``module``, replace every plain ``nn.Linear`` by a :class:`DeployLinear` and every
-    channel-reducing grouped convolution by a :class:`DeployGroupedConv`, sharing their
-    parameters (state_dict keys unchanged)."""
+    """Below ``module``, replace every plain ``nn.Linear`` by a :class:`DeployLinear`, every
+    channel-reducing grouped convolution by a :class:`DeployGroupedConv` and every other
+    plain convolution by a :class:`DeployConv2d`, sharing their parameters (state_dict keys
+    unchanged)."""
     for name, child in list(module.named_children()):
         if type(child) is nn.Linear:
             setattr(module, name, DeployLinear.from_linear(child))
         elif DeployGroupedConv.applies_to(child):
             setattr(module, name, DeployGroupedConv.from_conv(child))
+        elif DeployConv2d.applies_to(child):
+            setattr(module, name, DeployConv2d.from_conv(child))
         else:
             layers_to_deploy_(child)
