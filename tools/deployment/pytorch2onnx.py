@@ -96,9 +96,17 @@ def build(args):
     module.eval()
     if args.deploy:
         backbone = module.backbone if isinstance(module, BackboneNeck) else module
-        backbone.switch_to_deploy()
+        deploy_for_export(backbone)
     torch.set_grad_enabled(False)
     return module, name
+
+
+def deploy_for_export(backbone) -> None:
+    """``switch_to_deploy()`` (BatchNorms folded), with the layout left to onnxruntime:
+    channels-last weights and inputs would tie the exported sizes to guards on them."""
+    import torch
+    backbone.switch_to_deploy()
+    backbone.to(memory_format=torch.contiguous_format)
 
 
 class BackboneNeck(nn.Module):

@@ -159,7 +159,9 @@ class BaseBackbone(BaseModule):
             raise TypeError(f'{name} has {param.dtype} parameters but got a {x.dtype} input; '
                             'cast one to the other (model.to(dtype) or x.to(dtype)) or run '
                             'under torch.autocast')
-        if self.deploy:
+        if self.deploy and not torch.onnx.is_in_onnx_export():
+            # (an exported graph keeps the input's layout: ONNX has none, and the layout
+            # change would tie the traced sizes to guards on them)
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 

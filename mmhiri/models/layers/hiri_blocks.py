@@ -13,7 +13,7 @@ Choices where the paper is silent (each is listed again in ``HIRIViT``'s docstri
 * IRDS "down-sampling shortcut" (§4.3): 2x2 average pool (ceil mode) + 1x1 conv + BN, added to
   the main branch.
 """
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -104,7 +104,10 @@ class HRBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         low = self.ffn(self.down(x))
-        low = F.interpolate(low, scale_factor=2., mode='nearest')[..., :h, :w]
+        # nearest up-sampling by repetition, cropped to (h, w): with ``size=`` PyTorch and ONNX
+        # pick source row floor(i * ceil(h/2) / h) = i // 2, the same rows as ``scale_factor=2``
+        # and a crop; a crop as a slice was dropped from exported channels-last graphs
+        low = F.interpolate(low, size=(h, w), mode='nearest')
         return x + self.drop_path(self.norm(self.high(x) + low))
 
     def switch_to_deploy(self) -> None:
