@@ -1,6 +1,7 @@
 """Token mixers on (N, L, C) tokens: full multi-head attention, window attention and Performer
 attention. Each exists once and serves HIRI-ViT, ViTAE and ViTAEv2."""
 import math
+import os
 from typing import Optional, Tuple
 
 import torch
@@ -11,9 +12,12 @@ from .common import ceil_div, nlc_to_nhwc, pad_to_multiple
 
 # Deploy mode on CPU: rows of fewer tokens run the explicit product (the attention matrices
 # are small; BLAS beat the fused kernel on 7x7 windows), longer rows the oneDNN product;
-# the oneDNN product materialises at most this many bytes of attention weights at a time.
+# the oneDNN product materialises at most this many bytes of attention weights at a time:
+# 64 MiB when glibc keeps freed memory (MALLOC_MMAP_MAX_=0, docs/speed.md), else 16 MiB, under
+# glibc's largest mmap threshold (32 MiB), so that the blocks are reused, not mapped and
+# unmapped on every call (at 896x896 that was the faster choice for each setting).
 EXPLICIT_BELOW_TOKENS = 64
-ONEDNN_ATTN_CHUNK_BYTES = 64 << 20
+ONEDNN_ATTN_CHUNK_BYTES = 64 << 20 if os.environ.get('MALLOC_MMAP_MAX_') == '0' else 16 << 20
 
 
 def onednn_attention(qkv: torch.Tensor, scale: float) -> torch.Tensor:
