@@ -327,6 +327,33 @@ def test_deploy_grouped_conv_equals_the_conv(cin, cout, groups, k, channels_last
     x = torch.randn(1, cin, 9, 9)
     deployed(x).sum().backward()
     assert conv.weight.grad is not None
+    # new weights (load_state_dict copies in place): the transposed copy follows
+    state = {n: torch.randn_like(t) for n, t in conv.state_dict().items()}
+    with torch.no_grad():
+        deployed(x)
+        deployed.load_state_dict(state)
+        want = torch.nn.functional.conv2d(x, state['weight'], state['bias'], 1, k // 2, 1,
+                                          groups)
+        assert (deployed(x) - want).abs().max() <= 1e-5 * want.abs().max()
+        assert (copy.deepcopy(deployed)(x) - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+@pytest.mark.parametrize('name', NAMES)
+def test_deployed_model_can_be_differentiated(name):
+    """oneDNN's pre-packed and fused ops have no backward: a deployed model whose input needs
+    gradients (saliency maps) runs the standard ops and gives the eval model's gradients."""
+    model = built(name, out_indices=None if name != 'ViTAE' else (-1, ))
+    deployed = copy.deepcopy(model)
+    deployed.switch_to_deploy()
+    for p in list(model.parameters()) + list(deployed.parameters()):
+        p.requires_grad_(False)
+    grads = []
+    for m in (model, deployed):
+        x = torch.randn(1, 3, 67, 93, generator=torch.Generator().manual_seed(1),
+                        requires_grad=True)
+        sum(o.square().mean() for o in m(x)).backward()
+        grads.append(x.grad)
+    assert (grads[0] - grads[1]).abs().max() <= 1e-4 * grads[0].abs().max()
 
 
 def test_deploy_grouped_conv_applies_only_where_it_is_exact():

@@ -135,7 +135,8 @@ class DeployLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2 or not _concrete_cpu_input(x, self.weight):
             out = F.linear(x, self.weight, self.bias)
-        elif _MKLDNN_LINEAR is not None and not torch.compiler.is_compiling():
+        elif _MKLDNN_LINEAR is not None and not torch.compiler.is_compiling() and \
+                _inference_only(x, self.weight, self.bias):
             if self.gelu:
                 return _MKLDNN_LINEAR(x, self.weight, self.bias, 'gelu', [], 'none')
             return _MKLDNN_LINEAR(x, self.weight, self.bias, 'none', [], '')
@@ -156,7 +157,52 @@ def _concrete_cpu_input(x: torch.Tensor, weight: torch.Tensor) -> bool:
         not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
 
 
-class DeployGroupedConv(nn.Conv2d):
+def _inference_only(*tensors: Optional[torch.Tensor]) -> bool:
+    """No gradient can flow into any of ``tensors`` (oneDNN's fused and pre-packed ops have no
+    backward; a deployed model that is differentiated runs the standard ops)."""
+    return not torch.is_grad_enabled() or \
+        not any(t is not None and t.requires_grad for t in tensors)
+
+
+_CONV_ATTRS = ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding', 'dilation',
+               'transposed', 'output_padding', 'groups', 'padding_mode',
+               '_reversed_padding_repeated_twice')
+
+
+class _CachedWeightConv(nn.Conv2d):
+    """A ``nn.Conv2d`` sharing another's parameters, with a derived copy of its weights
+    (``_derive``) cached under a key that includes the weights' storage and version, so that
+    new weights (``load_state_dict`` copies in place) are never run with a stale copy. The
+    copy is not saved, copied or pickled."""
+
+    @classmethod
+    def _share(cls, conv: nn.Conv2d):
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for attr in _CONV_ATTRS:
+            setattr(new, attr, getattr(conv, attr))
+        new.register_parameter('weight', conv.weight)
+        new.register_parameter('bias', conv.bias)
+        new._cache = None
+        return new
+
+    def __getstate__(self):
+        state = super().__getstate__().copy()
+        state['_cache'] = None
+        return state
+
+    def _derive(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _derived_weight(self, x: torch.Tensor, key=()) -> torch.Tensor:
+        w = self.weight
+        key = (key, w.data_ptr(), w._version, w.dtype, w.device)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = (key, self._derive(w.detach(), x))
+        return self._cache[1]
+
+
+class DeployGroupedConv(_CachedWeightConv):
     """A grouped, stride-1, 'same'-padded convolution with fewer output than input channels
     per group (the PCMs' hidden -> dim convs), run on CPU as the equivalent transposed
     convolution: ``conv2d(x, W)`` equals ``conv_transpose2d(x, W')`` where ``W'`` is ``W``
@@ -181,27 +227,21 @@ class DeployGroupedConv(nn.Conv2d):
         if not cls.applies_to(conv):
             raise ValueError(f'{conv} is not a grouped, stride-1, same-padded convolution '
                              'that reduces channels')
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for attr in ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding',
-                     'dilation', 'transposed', 'output_padding', 'groups', 'padding_mode',
-                     '_reversed_padding_repeated_twice'):
-            setattr(new, attr, getattr(conv, attr))
-        new.register_parameter('weight', conv.weight)
-        new.register_parameter('bias', conv.bias)
-        g = conv.groups
-        co, ci = conv.out_channels // g, conv.in_channels // g
-        w_t = conv.weight.detach().flip(-1, -2).reshape(g, co, ci, *conv.kernel_size)
-        w_t = w_t.transpose(1, 2).reshape(conv.in_channels, co, *conv.kernel_size)
-        new.register_buffer('weight_transposed', w_t.contiguous(), persistent=False)
-        return new
+        return cls._share(conv)
+
+    def _derive(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The transposed convolution's weights (in_channels, out_channels / groups, kh, kw)."""
+        g, k = self.groups, self.kernel_size
+        co, ci = self.out_channels // g, self.in_channels // g
+        w_t = weight.flip(-1, -2).reshape(g, co, ci, *k).transpose(1, 2)
+        return w_t.reshape(self.in_channels, co, *k).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _concrete_cpu_input(x, self.weight) or self.weight.requires_grad and \
-                torch.is_grad_enabled():
+        if not _concrete_cpu_input(x, self.weight) or not _inference_only(self.weight):
             return super().forward(x)
-        return F.conv_transpose2d(x, self.weight_transposed, self.bias, 1, self.padding, 0,
-                                  self.groups)
+        w_t = self._derive(self.weight, x) if torch.compiler.is_compiling() else \
+            self._derived_weight(x)
+        return F.conv_transpose2d(x, w_t, self.bias, 1, self.padding, 0, self.groups)
 
 
 def _mkldnn_conv():
@@ -228,15 +268,14 @@ def _mkldnn_conv():
 _MKLDNN_CONV = _mkldnn_conv()
 
 
-class DeployConv2d(nn.Conv2d):
+class DeployConv2d(_CachedWeightConv):
     """``nn.Conv2d`` (same parameters) that on CPU keeps its weights reordered into oneDNN's
     layout for the last input size it saw, so a call runs the convolution alone (``F.conv2d``
     reorders the weights on every call, which dominated the small maps of late stages on the
     benchmark machine). The reordered copy is re-made when the input size, the weights'
     storage or their version change (``load_state_dict`` included), and is not saved or
     copied. Other devices, ``torch.compile`` (whose ``freezing`` pre-packs by itself), exports,
-    and calls that need gradients for the weights run ``F.conv2d``. Used by
-    ``switch_to_deploy``."""
+    and calls that need gradients run ``F.conv2d``. Used by ``switch_to_deploy``."""
 
     @staticmethod
     def applies_to(conv: nn.Module) -> bool:
@@ -245,36 +284,20 @@ class DeployConv2d(nn.Conv2d):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> 'DeployConv2d':
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for attr in ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding',
-                     'dilation', 'transposed', 'output_padding', 'groups', 'padding_mode',
-                     '_reversed_padding_repeated_twice'):
-            setattr(new, attr, getattr(conv, attr))
-        new.register_parameter('weight', conv.weight)
-        new.register_parameter('bias', conv.bias)
-        new._packed = None
-        return new
+        return cls._share(conv)
 
-    def __getstate__(self):
-        state = super().__getstate__().copy()
-        state['_packed'] = None
-        return state
+    def _derive(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        reorder = _MKLDNN_CONV[0]
+        return reorder(weight, list(self.padding), list(self.stride), list(self.dilation),
+                       self.groups, list(x.shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if _MKLDNN_CONV is None or x.dim() != 4 or not _concrete_cpu_input(x, self.weight) or \
-                torch.compiler.is_compiling() or \
-                self.weight.requires_grad and torch.is_grad_enabled():
+                torch.compiler.is_compiling() or not _inference_only(x, self.weight, self.bias):
             return super().forward(x)
-        reorder, conv = _MKLDNN_CONV
-        w = self.weight
-        key = (tuple(x.shape), w.data_ptr(), w._version, w.dtype)
-        if self._packed is None or self._packed[0] != key:
-            packed = reorder(w.detach(), list(self.padding), list(self.stride),
-                             list(self.dilation), self.groups, list(x.shape))
-            self._packed = (key, packed)
-        return conv(x, self._packed[1], self.bias, list(self.padding), list(self.stride),
-                    list(self.dilation), self.groups, 'none', [], '')
+        packed = self._derived_weight(x, key=tuple(x.shape))
+        return _MKLDNN_CONV[1](x, packed, self.bias, list(self.padding), list(self.stride),
+                               list(self.dilation), self.groups, 'none', [], '')
 
 
 def layers_to_deploy_(module: nn.Module) -> None:
