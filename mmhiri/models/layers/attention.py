@@ -26,8 +26,8 @@ def onednn_attention(qkv: torch.Tensor, scale: float) -> torch.Tensor:
     ``qkv`` is (B, L, 3, heads, d); returns (B, L, heads * d). The scores of a block of
     queries are a 1x1 convolution whose weights are the scaled keys (one group per batch row
     and head), the context a second one whose weights are the values: on CPU this runs in
-    oneDNN, which was about 1.5x faster than the fused kernel's and BLAS's products on long
-    rows on the benchmark machine (``docs/speed.md``). Exact fp32 arithmetic (a different
+    oneDNN, which was faster than the fused kernel's and BLAS's products on long rows on the
+    benchmark machine (``docs/speed.md``). Exact fp32 arithmetic (a different
     summation order only); at most ``ONEDNN_ATTN_CHUNK_BYTES`` of weights exist at once.
     """
     b, n, _, heads, d = qkv.shape
