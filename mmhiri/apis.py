@@ -10,6 +10,7 @@ import warnings
 from typing import Optional
 
 from mmengine.config import Config
+from mmengine.hooks import Hook
 
 # mmengine's `pkg::` config lookup imports pkg_resources, which setuptools 80 (the newest that
 # has it, see requirements/runtime_setuptools.txt) marks deprecated on every run.
@@ -119,8 +120,12 @@ def build_runner(cfg: Config,
                  launcher: str = 'none',
                  dump: Optional[str] = None,
                  for_test: bool = False,
-                 overwrite: bool = False):
+                 overwrite: bool = False,
+                 deploy: bool = False):
     """Apply the usual command-line switches to ``cfg`` and build its Runner.
+
+    ``deploy`` (testing only): the model's backbone runs in deploy mode once the checkpoint is
+    loaded (:func:`deploy_model`, through :class:`DeployHook`).
 
     Refuses, before anything runs: a training run into a work dir that already holds
     checkpoints, unless ``resume`` or ``overwrite``; a checkpoint to test, resume or load
@@ -206,7 +211,40 @@ def build_runner(cfg: Config,
     if cfg.get('load_from'):
         check_checkpoint_fits(runner.model, cfg.load_from,
                               whole=for_test or bool(cfg.get('resume')))
+    if deploy:
+        if not for_test:
+            raise SystemExit('--deploy is for testing and inference: a deployed model cannot '
+                             'train')
+        deploy_model(runner.model, check_only=True)
+        runner.register_hook(DeployHook(), priority='VERY_LOW')
     return runner
+
+
+def deploy_model(model, check_only: bool = False) -> str:
+    """Put ``model`` (a detector, segmentor, pose model or classifier holding one of our
+    backbones, possibly wrapped for distributed running) in eval mode and its backbone in
+    deploy mode (:meth:`switch_to_deploy`); return the backbone's class name. One clear error
+    when the backbone has no deploy mode. ``check_only``: only that check."""
+    inner = getattr(model, 'module', model)
+    backbone = getattr(inner, 'backbone', None)
+    if not hasattr(backbone, 'switch_to_deploy'):
+        raise SystemExit(f'--deploy: the backbone of this {type(inner).__name__} '
+                         f'({type(backbone).__name__}) has no deploy mode; only HIRIViT, ViTAE '
+                         'and ViTAEv2 backbones have')
+    if not check_only:
+        inner.eval()
+        backbone.switch_to_deploy()
+    return type(backbone).__name__
+
+
+class DeployHook(Hook):
+    """Switches the model's backbone to deploy mode when testing starts, after the Runner has
+    loaded the checkpoint (``tools/test.py --deploy``)."""
+    priority = 'VERY_LOW'
+
+    def before_test(self, runner) -> None:
+        name = deploy_model(runner.model)
+        runner.logger.info(f'--deploy: {name} switched to deploy mode')
 
 
 def use_safe_checkpoints(cfg: Config) -> None:

@@ -170,6 +170,23 @@ def test_classification_and_video(photo, checkpoint, tmp_path):
     cap.release()
 
 
+def test_deploy_mode_gives_the_same_predictions(photo, checkpoint, tmp_path, capsys):
+    for config in (CLS, SEG):
+        preds = []
+        for options in ([], ['--deploy']):
+            out = tmp_path / f'{os.path.basename(config)}{len(options)}'
+            run(config, checkpoint(config), out, photo, options=['--no-save-vis', *options])
+            with open(out / 'preds' / 'grace_hopper.json') as f:
+                preds.append(json.load(f))
+        assert 'in deploy mode' in capsys.readouterr().out
+        if config == CLS:
+            a, b = (np.array(p['pred_scores']) for p in preds)
+            assert np.abs(a - b).max() < 1e-5
+        else:  # label maps: equal but for near-ties of random weights
+            a, b = (np.array(p['sem_seg']) for p in preds)
+            assert (a == b).mean() > 0.999
+
+
 def test_wrong_inputs_stop_with_one_message(photo, folder, checkpoint, tmp_path):
     def message(*args):
         with pytest.raises(SystemExit) as e:

@@ -57,8 +57,18 @@ def test_train_resume_test(cls_config, tmp_path):
     assert re.search(r'resumed epoch: \d+, iter: 2', log), log[-3000:]
     assert (work / 'iter_3.pth').is_file()
     out = run('tools/test.py', str(cls_config), str(work / 'iter_3.pth'), '--work-dir',
-              str(tmp_path / 'test'), '--out', str(tmp_path / 'preds.pkl'))
+              str(tmp_path / 'test'), '--out', str(tmp_path / 'preds.pkl'),
+              '--metrics-out', str(tmp_path / 'metrics.json'))
     assert 'accuracy/top1' in out.stdout + out.stderr
+    # the same checkpoint in deploy mode: the same metrics
+    out = run('tools/test.py', str(cls_config), str(work / 'iter_3.pth'), '--work-dir',
+              str(tmp_path / 'test_deploy'), '--deploy',
+              '--metrics-out', str(tmp_path / 'metrics_deploy.json'))
+    assert 'ViTAEv2 switched to deploy mode' in out.stdout + out.stderr
+    import json
+    metrics = [json.loads((tmp_path / f).read_text())
+               for f in ('metrics.json', 'metrics_deploy.json')]
+    assert metrics[0] == metrics[1] and 'accuracy/top1' in metrics[0]
     import pickle
     with open(tmp_path / 'preds.pkl', 'rb') as f:
         preds = pickle.load(f)
@@ -102,6 +112,19 @@ def test_wrong_files_and_typos_are_refused_by_name(cls_config, tmp_path):
     assert ("default_hooks.checkpoint (CheckpointHook): unknown argument(s) ['intreval']"
             in out.stderr)
     assert not (tmp_path / 'w3').exists() or not list((tmp_path / 'w3').rglob('*.pth'))
+
+
+def test_deploy_refuses_a_backbone_without_deploy_mode():
+    import torch.nn as nn
+    from mmhiri.apis import deploy_model
+
+    class Detector(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Conv2d(3, 8, 3)
+
+    with pytest.raises(SystemExit, match=r'backbone of this Detector \(Conv2d\) has no deploy'):
+        deploy_model(Detector())
 
 
 def test_clear_errors():

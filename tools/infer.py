@@ -66,6 +66,9 @@ def parse_args(argv=None):
     parser.add_argument('--batch-size', type=int, default=1,
                         help='images (or video frames) per forward pass; mmpose runs one at a '
                         'time whatever this is (default: 1)')
+    parser.add_argument('--deploy', action='store_true',
+                        help="run the backbone in deploy mode (switch_to_deploy: BatchNorms "
+                        "folded, channels-last, oneDNN on CPU)")
     parser.add_argument('--no-save-vis', action='store_true', help='do not write vis/')
     parser.add_argument('--no-save-pred', action='store_true', help='do not write preds/')
     parser.add_argument(
@@ -201,6 +204,11 @@ class Predictor:
                   "config's test dataset", file=sys.stderr)
             self._set_classes(cfg_meta)
         self.meta = self._names()
+
+    @property
+    def model(self):
+        """The framework's model behind the Inferencer (MMPoseInferencer wraps another)."""
+        return getattr(self.inferencer, 'inferencer', self.inferencer).model
 
     def _set_classes(self, cfg_meta):
         inf = self.inferencer
@@ -434,6 +442,9 @@ def run(args):
     meta = check_weights(cfg, args.weights)
     predictor = Predictor(cfg, args.weights, device, meta, args.pred_score_thr,
                           draw=not args.no_save_vis)
+    if args.deploy:
+        from mmhiri.apis import deploy_model
+        print(f'{deploy_model(predictor.model)} in deploy mode', flush=True)
     writer = Writer(args.out_dir, not args.no_save_vis, not args.no_save_pred, predictor.meta)
     print(f'{len(items)} input(s); {INFERENCERS[cfg.default_scope]} on {device}', flush=True)
     done, i = 0, 0

@@ -1,6 +1,7 @@
 """Evaluate a checkpoint of any mmhiri config (mmdet, mmseg, mmpose or mmpretrain).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--cfg-options k=v ...]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--deploy]
+        [--cfg-options k=v ...]
 """
 import argparse
 import os
@@ -22,6 +23,9 @@ def parse_args():
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--metrics-out', help='also write the final metrics to this JSON file')
     parser.add_argument('--amp', action='store_true', help='mixed precision inference (GPU)')
+    parser.add_argument('--deploy', action='store_true',
+                        help="run the backbone in deploy mode (switch_to_deploy: BatchNorms "
+                        "folded, channels-last, oneDNN on CPU)")
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings in the config, e.g. test_dataloader.batch_size=2')
@@ -39,7 +43,7 @@ def main():
     cfg = load_config(args.config, cfg_options=args.cfg_options)
     runner = build_runner(
         cfg, config_path=args.config, work_dir=args.work_dir, load_from=args.checkpoint,
-        amp=args.amp, launcher=args.launcher, dump=args.out, for_test=True)
+        amp=args.amp, launcher=args.launcher, dump=args.out, for_test=True, deploy=args.deploy)
     metrics = runner.test()
     from mmengine.dist import is_main_process
 
