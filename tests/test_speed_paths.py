@@ -82,7 +82,10 @@ def test_deploy_matches_eval_model(name):
     for hw in SIZES:
         x = torch.randn(2, 3, *hw)
         with torch.no_grad():
-            assert max_rel(model(x), deployed(x)) < 1e-5, hw
+            outs = deployed(x)
+            assert max_rel(model(x), outs) < 1e-5, hw
+        # necks and heads get the standard layout (mmcv's RoIAlign reads NCHW memory)
+        assert all(o.is_contiguous() for o in outs)
 
 
 @pytest.mark.slow
@@ -431,3 +434,23 @@ def test_deploy_conv_equals_the_conv_and_follows_its_weights(cin, cout, k, strid
     # gradients to the weights go through the convolution itself
     deployed(torch.randn(1, cin, 9, 9)).sum().backward()
     assert conv.weight.grad is not None
+
+
+def test_maps_feed_mmcv_roi_align_in_every_mode():
+    """mmcv's RoIAlign on CPU reads its input's memory as NCHW whatever the strides: the token
+    stages' transposed views gave wrong values, and a deployed Mask R-CNN (channels-last maps)
+    scored 0.001 bbox mAP. The backbones hand on contiguous NCHW maps."""
+    from mmcv.ops import roi_align
+    model = built('HIRIViT', out_indices=None)
+    deployed = copy.deepcopy(model)
+    deployed.switch_to_deploy()
+    x = torch.randn(1, 3, 96, 128)
+    rois = torch.tensor([[0., 4., 6., 60., 50.], [0., 30., 10., 120., 90.]])
+    with torch.no_grad():
+        ref = [roi_align(m.contiguous(), rois, (7, 7), 1. / s, 2, 'avg', True)
+               for m, s in zip(model(x), model.out_strides)]
+        for outs in (model(x), deployed(x)):
+            assert all(m.is_contiguous() for m in outs)
+            for m, s, want in zip(outs, model.out_strides, ref):
+                got = roi_align(m, rois, (7, 7), 1. / s, 2, 'avg', True)
+                assert (got - want).abs().max() <= 1e-5 * want.abs().max(), s

@@ -165,6 +165,14 @@ class BaseBackbone(BaseModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def finish_outputs(self, outs: Dict[int, torch.Tensor]) -> Tuple[torch.Tensor, ...]:
+        """The maps of ``out_indices``, in that order, contiguous NCHW (as mmdet's own
+        backbones return them): necks and heads are not ours, and some of their ops read the
+        memory as NCHW whatever the strides (mmcv's RoIAlign on CPU gave wrong values for the
+        token stages' transposed views, and a deployed Mask R-CNN, all channels-last, scored
+        0.001 bbox mAP)."""
+        return tuple(outs[i].contiguous() for i in self.out_indices)
+
     # ----------------------------------------------------------------- pretrained weights
     def init_weights(self):
         """``init_cfg=dict(type='Pretrained', checkpoint=..., prefix=...)`` loads through
@@ -279,9 +287,10 @@ class BaseBackbone(BaseModule):
           attention as the explicit product on short rows and :func:`onednn_attention` on
           long ones (:meth:`MultiheadAttention.product`).
 
-        Outputs equal the eval-mode model's up to float rounding (returned maps are
-        channels-last). Irreversible: a deployed model refuses ``train()``; rebuild it (or
-        reload its checkpoint) to train again."""
+        Outputs equal the eval-mode model's up to float rounding (the returned maps are
+        contiguous NCHW in every mode; see :meth:`finish_outputs`). Irreversible: a
+        deployed model refuses ``train()``; rebuild it (or reload its checkpoint) to train
+        again."""
         if self.training:
             raise RuntimeError(f'{type(self).__name__}.switch_to_deploy() folds the BatchNorms\' '
                                'running statistics: call .eval() first')

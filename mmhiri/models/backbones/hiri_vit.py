@@ -211,4 +211,4 @@ class HIRIViT(BaseBackbone):
             x = stage(x, with_cp=self.with_cp)
             if i in self.out_indices:
                 outs[i] = getattr(self, f'out_norm{i}')(x)
-        return tuple(outs[i] for i in self.out_indices)
+        return self.finish_outputs(outs)

@@ -208,4 +208,4 @@ class ViTAE(BaseBackbone):
             x = nlc_to_nchw(tokens[:, prefix:], hw)
             if i in self.out_indices:
                 outs[i] = self._output(tokens, hw, prefix)
-        return tuple(outs[i] for i in self.out_indices)
+        return self.finish_outputs(outs)

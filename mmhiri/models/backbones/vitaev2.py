@@ -146,4 +146,4 @@ class ViTAEv2(BaseBackbone):
             x = nlc_to_nchw(tokens, hw)
             if i in self.out_indices:
                 outs[i] = x
-        return tuple(outs[i] for i in self.out_indices)
+        return self.finish_outputs(outs)
