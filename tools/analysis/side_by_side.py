@@ -22,7 +22,7 @@ Models (backbone alone, eval, ``no_grad``, batch 1):
   their stock mmdet configs.
 
 ``--train-step`` adds one forward + backward (sum of the outputs' means) at a high resolution,
-each in a fresh process (a process's peak RSS only grows) with glibc's default malloc (the tuned
+three times each (medians; explicit and default alternate), each in a fresh process (a process's peak RSS only grows) with glibc's default malloc (the tuned
 heap below keeps freed blocks, and its fragmentation inflates peak RSS): time and peak memory
 above the built model, for ViTAEv2-S at 896² and HIRI-ViT-S at 1344², ``explicit`` vs ``default`` (fused
 attention, BN + activation recomputation).
@@ -153,6 +153,9 @@ def peak_rss_mib():
     return rss / 2**20 if sys.platform == 'darwin' else rss / 1024
 
 
+TRAIN_REPEATS = 3  # fresh processes per training-step case: one peak RSS varied by ~7%
+
+
 def train_step(name, size, fused, threads, device):
     """One forward + backward in this process: (seconds, peak MiB above the built model)."""
     import torch
@@ -213,12 +216,19 @@ def run(args):
         for name, size in TRAIN_CASES:
             if name not in names:
                 continue
-            for fused in (False, True):
-                sec, mib = train_step_subprocess(name, size, fused, args.threads, str(device))
-                label = 'default' if fused else 'explicit'
-                train_steps[f'{name}|{size}|{label}'] = dict(seconds=sec, peak_mib=mib)
-                print(f'  train step {name} {size}² {label}: {sec:.2f} s, +{mib:.0f} MiB',
-                      flush=True)
+            runs = {False: [], True: []}
+            for _ in range(TRAIN_REPEATS):  # explicit and default alternate
+                for fused in (False, True):
+                    sec, mib = train_step_subprocess(name, size, fused, args.threads,
+                                                     str(device))
+                    runs[fused].append((sec, mib))
+                    print(f'  train step {name} {size}² {"default" if fused else "explicit"}: '
+                          f'{sec:.2f} s, +{mib:.0f} MiB', flush=True)
+            for fused, rs in runs.items():
+                train_steps[f'{name}|{size}|{"default" if fused else "explicit"}'] = dict(
+                    seconds=statistics.median(r[0] for r in rs),
+                    peak_mib=statistics.median(r[1] for r in rs),
+                    peak_mib_all=[r[1] for r in rs])
     cases = {}
     for name in names:
         for variant in variants(name, args.compile):
@@ -326,7 +336,8 @@ def report(result, args):
         for label, a, b in rows:
             lines.append(f'| {label} | {t[a]["median"] / t[b]["median"]:.2f} |')
     if result.get('train_step'):
-        lines += ['', 'Training step (forward + backward, batch 1, fresh process each; memory: '
+        lines += ['', f'Training step (forward + backward, batch 1, a fresh process each, '
+                  f'medians of {TRAIN_REPEATS} alternating runs; memory: '
                   + ('peak allocated' if result['device'] == 'cuda' else
                      "peak RSS, glibc's default malloc,")
                   + ' above the built model):', '',
