@@ -454,3 +454,32 @@ def test_maps_feed_mmcv_roi_align_in_every_mode():
             for m, s, want in zip(outs, model.out_strides, ref):
                 got = roi_align(m, rois, (7, 7), 1. / s, 2, 'avg', True)
                 assert (got - want).abs().max() <= 1e-5 * want.abs().max(), s
+
+
+@pytest.mark.parametrize('gelu', [False, True])
+def test_deploy_linear_equals_the_linear_and_follows_its_weights(gelu):
+    from mmhiri.models.layers.fusion import DeployLinear
+    torch.manual_seed(0)
+    linear = nn.Linear(24, 40)
+    deployed = DeployLinear.from_linear(linear, gelu=gelu)
+    assert set(deployed.state_dict()) == set(linear.state_dict())
+
+    def want(x, w=linear.weight, b=linear.bias):
+        out = torch.nn.functional.linear(x, w, b)
+        return torch.nn.functional.gelu(out) if gelu else out
+
+    with torch.no_grad():
+        for shape in [(2, 17, 24), (5, 24), (3, 4, 6, 24), (2, 17, 24)]:
+            x = torch.randn(*shape)
+            assert (deployed(x) - want(x)).abs().max() <= 1e-5 * want(x).abs().max(), shape
+        x = torch.randn(8, 24).t().contiguous().t()  # strided rows
+        assert (deployed(x) - want(x)).abs().max() <= 1e-5 * want(x).abs().max()
+        state = {n: torch.randn_like(t) for n, t in linear.state_dict().items()}
+        deployed.load_state_dict(state)
+        x = torch.randn(2, 17, 24)
+        ref = want(x, state['weight'], state['bias'])
+        assert (deployed(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+        assert (copy.deepcopy(deployed)(x) - ref).abs().max() <= 1e-5 * ref.abs().max()
+    x.requires_grad_(True)  # gradients: the standard op
+    deployed(x).sum().backward()
+    assert x.grad is not None and linear.weight.grad is not None

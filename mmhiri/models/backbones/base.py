@@ -282,7 +282,8 @@ class BaseBackbone(BaseModule):
           each branch of the sum it normalises), and skips that a convolution can carry are
           folded into it;
         * parameters and inputs go channels-last (inputs are converted in ``forward``);
-        * on CPU, linear layers run through oneDNN (:class:`DeployLinear`), channel-reducing
+        * on CPU, linear layers and convolutions run in oneDNN on pre-packed weights
+          (:class:`DeployLinear`, :class:`DeployConv2d`), channel-reducing
           grouped convolutions as their transposed form (:class:`DeployGroupedConv`), and
           attention as the explicit product on short rows and :func:`onednn_attention` on
           long ones (:meth:`MultiheadAttention.product`).

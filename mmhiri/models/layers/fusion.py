@@ -88,66 +88,6 @@ def add_identity_to_dwconv(conv: nn.Conv2d) -> nn.Conv2d:
     return _new_conv_like(conv, weight, bias)
 
 
-def _mkldnn_linear():
-    """oneDNN's fp32 linear with an optional fused GELU (the op inductor's CPU weight fusion
-    emits), where this torch build has it and it computes what ``F.linear`` does."""
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        if not torch.backends.mkldnn.is_available():
-            return None
-        g = torch.Generator().manual_seed(0)
-        x, w, b = (torch.randn(*s, generator=g) for s in ((2, 3, 8), (5, 8), (5, )))
-        want = F.linear(x, w, b)
-        if torch.allclose(op(x, w, b, 'none', [], ''), want, atol=1e-5) and \
-                torch.allclose(op(x, w, b, 'gelu', [], 'none'), F.gelu(want), atol=1e-5):
-            return op
-    except (AttributeError, RuntimeError, TypeError):
-        pass
-    return None
-
-
-_MKLDNN_LINEAR = _mkldnn_linear()
-
-
-class DeployLinear(nn.Linear):
-    """``nn.Linear`` (same parameters) that on CPU runs in oneDNN instead of the BLAS
-    ``addmm``, which was the slower of the two for these token widths on the benchmark machine
-    (the ``deploy`` rows of ``docs/benchmark.md`` include this): through oneDNN's linear in
-    eager mode, as a 1x1 convolution over a channels-last view of the tokens under
-    ``torch.compile`` with static shapes. Other devices, and dynamic shapes (whose stride
-    rules the view trick trips), call ``F.linear``. Used by ``switch_to_deploy``."""
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, gelu: bool = False) -> 'DeployLinear':
-        """``gelu=True``: the layer computes ``F.gelu(linear(x))`` (exact erf GELU), fused
-        into oneDNN's linear where it runs there."""
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.in_features, new.out_features = linear.in_features, linear.out_features
-        new.register_parameter('weight', linear.weight)
-        new.register_parameter('bias', linear.bias)
-        new.gelu = gelu
-        return new
-
-    def extra_repr(self) -> str:
-        return super().extra_repr() + (', gelu=True' if self.gelu else '')
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2 or not _concrete_cpu_input(x, self.weight):
-            out = F.linear(x, self.weight, self.bias)
-        elif _MKLDNN_LINEAR is not None and not torch.compiler.is_compiling() and \
-                _inference_only(x, self.weight, self.bias):
-            if self.gelu:
-                return _MKLDNN_LINEAR(x, self.weight, self.bias, 'gelu', [], 'none')
-            return _MKLDNN_LINEAR(x, self.weight, self.bias, 'none', [], '')
-        else:
-            lead, c = x.shape[:-1], x.shape[-1]
-            rows = x.reshape(1, -1, 1, c).permute(0, 3, 1, 2)  # (1, C, M, 1), channels-last
-            out = F.conv2d(rows, self.weight[:, :, None, None], self.bias)
-            out = out.permute(0, 2, 3, 1).reshape(*lead, self.out_features)
-        return F.gelu(out) if self.gelu else out
-
-
 def _concrete_cpu_input(x: torch.Tensor, weight: torch.Tensor) -> bool:
     """True when a deploy layer may take its oneDNN route: a CPU tensor of the weight's dtype
     and of concrete size (no symbolic shapes from ``torch.compile(dynamic=True)`` or export),
@@ -164,27 +104,40 @@ def _inference_only(*tensors: Optional[torch.Tensor]) -> bool:
         not any(t is not None and t.requires_grad for t in tensors)
 
 
-_CONV_ATTRS = ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding', 'dilation',
-               'transposed', 'output_padding', 'groups', 'padding_mode',
-               '_reversed_padding_repeated_twice')
+def _mkldnn_conv():
+    """oneDNN's convolution on weights reordered ahead of time, with an optional fused exact
+    GELU (the ops inductor's CPU weight pre-packing emits), where this torch build has them
+    and they compute what ``F.conv2d`` (+ ``F.gelu``) does."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return None
+        reorder = torch.ops.mkldnn._reorder_convolution_weight
+        conv = torch.ops.mkldnn._convolution_pointwise
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(1, 4, 5, 6, generator=g).contiguous(memory_format=torch.channels_last)
+        w, b = torch.randn(6, 2, 3, 3, generator=g), torch.randn(6, generator=g)
+        packed = reorder(w, [1, 1], [1, 1], [1, 1], 2, list(x.shape))
+        want = F.conv2d(x, w, b, 1, 1, 1, 2)
+        if torch.allclose(conv(x, packed, b, [1, 1], [1, 1], [1, 1], 2, 'none', [], ''),
+                          want, atol=1e-5) and \
+                torch.allclose(conv(x, packed, b, [1, 1], [1, 1], [1, 1], 2, 'gelu', [], 'none'),
+                               F.gelu(want), atol=1e-5):
+            return reorder, conv
+    except (AttributeError, RuntimeError, TypeError):
+        pass
+    return None
 
 
-class _CachedWeightConv(nn.Conv2d):
-    """A ``nn.Conv2d`` sharing another's parameters, with a derived copy of its weights
+_MKLDNN_CONV = _mkldnn_conv()
+
+
+class _CachedWeight:
+    """Mixin for a layer sharing another's parameters with a derived copy of its weights
     (``_derive``) cached under a key that includes the weights' storage and version, so that
-    new weights (``load_state_dict`` copies in place) are never run with a stale copy. The
-    copy is not saved, copied or pickled."""
+    new weights (``load_state_dict`` copies in place) never run with a stale copy. The copy
+    is not saved, copied or pickled."""
 
-    @classmethod
-    def _share(cls, conv: nn.Conv2d):
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for attr in _CONV_ATTRS:
-            setattr(new, attr, getattr(conv, attr))
-        new.register_parameter('weight', conv.weight)
-        new.register_parameter('bias', conv.bias)
-        new._cache = None
-        return new
+    _cache = None
 
     def __getstate__(self):
         state = super().__getstate__().copy()
@@ -200,6 +153,70 @@ class _CachedWeightConv(nn.Conv2d):
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self._derive(w.detach(), x))
         return self._cache[1]
+
+
+class DeployLinear(_CachedWeight, nn.Linear):
+    """``nn.Linear`` (same parameters) that on CPU runs in oneDNN instead of the BLAS
+    ``addmm``, which was the slower of the two for these token widths on the benchmark machine
+    (the ``deploy`` rows of ``docs/benchmark.md`` include this): as a 1x1 convolution over a
+    channels-last view of the tokens, on weights pre-packed for the last input size (eager
+    mode; ``gelu=True`` fuses the exact GELU that follows) or through ``F.conv2d`` (under
+    ``torch.compile`` with static shapes). Other devices, dynamic shapes (whose stride rules
+    the view trick trips) and calls that need gradients run ``F.linear``. Used by
+    ``switch_to_deploy``."""
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, gelu: bool = False) -> 'DeployLinear':
+        """``gelu=True``: the layer computes ``F.gelu(linear(x))`` (exact erf GELU)."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        new.in_features, new.out_features = linear.in_features, linear.out_features
+        new.register_parameter('weight', linear.weight)
+        new.register_parameter('bias', linear.bias)
+        new.gelu = gelu
+        return new
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (', gelu=True' if self.gelu else '')
+
+    def _derive(self, weight: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return _MKLDNN_CONV[0](weight[:, :, None, None], [0, 0], [1, 1], [1, 1], 1,
+                               list(rows.shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2 or not _concrete_cpu_input(x, self.weight) or \
+                not _inference_only(x, self.weight, self.bias):
+            out = F.linear(x, self.weight, self.bias)
+            return F.gelu(out) if self.gelu else out
+        lead, c = x.shape[:-1], x.shape[-1]
+        rows = x.reshape(1, -1, 1, c).permute(0, 3, 1, 2)  # (1, C, M, 1), channels-last
+        if _MKLDNN_CONV is not None and not torch.compiler.is_compiling():
+            packed = self._derived_weight(rows, key=tuple(rows.shape))
+            out = _MKLDNN_CONV[1](rows, packed, self.bias, [0, 0], [1, 1], [1, 1], 1,
+                                  *(('gelu', [], 'none') if self.gelu else ('none', [], '')))
+        else:
+            out = F.conv2d(rows, self.weight[:, :, None, None], self.bias)
+            out = F.gelu(out) if self.gelu else out
+        return out.permute(0, 2, 3, 1).reshape(*lead, self.out_features)
+
+
+_CONV_ATTRS = ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding', 'dilation',
+               'transposed', 'output_padding', 'groups', 'padding_mode',
+               '_reversed_padding_repeated_twice')
+
+
+class _CachedWeightConv(_CachedWeight, nn.Conv2d):
+    """A ``nn.Conv2d`` sharing another's parameters, with a cached derived weight."""
+
+    @classmethod
+    def _share(cls, conv: nn.Conv2d):
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for attr in _CONV_ATTRS:
+            setattr(new, attr, getattr(conv, attr))
+        new.register_parameter('weight', conv.weight)
+        new.register_parameter('bias', conv.bias)
+        return new
 
 
 class DeployGroupedConv(_CachedWeightConv):
@@ -242,30 +259,6 @@ class DeployGroupedConv(_CachedWeightConv):
         w_t = self._derive(self.weight, x) if torch.compiler.is_compiling() else \
             self._derived_weight(x)
         return F.conv_transpose2d(x, w_t, self.bias, 1, self.padding, 0, self.groups)
-
-
-def _mkldnn_conv():
-    """oneDNN's convolution on weights reordered ahead of time (the ops inductor's CPU weight
-    pre-packing emits), where this torch build has them and they compute what ``F.conv2d``
-    does."""
-    try:
-        if not torch.backends.mkldnn.is_available():
-            return None
-        reorder = torch.ops.mkldnn._reorder_convolution_weight
-        conv = torch.ops.mkldnn._convolution_pointwise
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(1, 4, 5, 6, generator=g).contiguous(memory_format=torch.channels_last)
-        w, b = torch.randn(6, 2, 3, 3, generator=g), torch.randn(6, generator=g)
-        packed = reorder(w, [1, 1], [1, 1], [1, 1], 2, list(x.shape))
-        got = conv(x, packed, b, [1, 1], [1, 1], [1, 1], 2, 'none', [], '')
-        if torch.allclose(got, F.conv2d(x, w, b, 1, 1, 1, 2), atol=1e-5):
-            return reorder, conv
-    except (AttributeError, RuntimeError, TypeError):
-        pass
-    return None
-
-
-_MKLDNN_CONV = _mkldnn_conv()
 
 
 class DeployConv2d(_CachedWeightConv):
