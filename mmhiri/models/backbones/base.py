@@ -171,7 +171,10 @@ class BaseBackbone(BaseModule):
         memory as NCHW whatever the strides (mmcv's RoIAlign on CPU gave wrong values for the
         token stages' transposed views, and a deployed Mask R-CNN, all channels-last, scored
         0.001 bbox mAP)."""
-        return tuple(outs[i].contiguous() for i in self.out_indices)
+        maps = tuple(outs[i] for i in self.out_indices)
+        if torch.onnx.is_in_onnx_export():  # no strides in ONNX; the copy would pin sizes
+            return maps
+        return tuple(m.contiguous() for m in maps)
 
     # ----------------------------------------------------------------- pretrained weights
     def init_weights(self):
