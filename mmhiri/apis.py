@@ -215,25 +215,29 @@ def build_runner(cfg: Config,
         if not for_test:
             raise SystemExit('--deploy is for testing and inference: a deployed model cannot '
                              'train')
-        deploy_model(runner.model, check_only=True)
-        runner.register_hook(DeployHook(), priority='VERY_LOW')
+        deployable_backbone(runner.model)  # refuse now, not after the checkpoint loads
+        runner.register_hook(DeployHook())
     return runner
 
 
-def deploy_model(model, check_only: bool = False) -> str:
-    """Put ``model`` (a detector, segmentor, pose model or classifier holding one of our
-    backbones, possibly wrapped for distributed running) in eval mode and its backbone in
-    deploy mode (:meth:`switch_to_deploy`); return the backbone's class name. One clear error
-    when the backbone has no deploy mode. ``check_only``: only that check."""
+def deployable_backbone(model):
+    """The backbone of ``model`` (a detector, segmentor, pose model or classifier, possibly
+    wrapped for distributed running); one clear error when it has no deploy mode."""
     inner = getattr(model, 'module', model)
     backbone = getattr(inner, 'backbone', None)
     if not hasattr(backbone, 'switch_to_deploy'):
         raise SystemExit(f'--deploy: the backbone of this {type(inner).__name__} '
                          f'({type(backbone).__name__}) has no deploy mode; only HIRIViT, ViTAE '
                          'and ViTAEv2 backbones have')
-    if not check_only:
-        inner.eval()
-        backbone.switch_to_deploy()
+    return backbone
+
+
+def deploy_model(model) -> str:
+    """Put ``model`` in eval mode and its backbone in deploy mode (:meth:`switch_to_deploy`);
+    return the backbone's class name."""
+    backbone = deployable_backbone(model)
+    getattr(model, 'module', model).eval()
+    backbone.switch_to_deploy()
     return type(backbone).__name__
 
 

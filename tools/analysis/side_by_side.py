@@ -22,10 +22,11 @@ Models (backbone alone, eval, ``no_grad``, batch 1):
   their stock mmdet configs.
 
 ``--train-step`` adds one forward + backward (sum of the outputs' means) at a high resolution,
-three times each (medians; explicit and default alternate), each in a fresh process (a process's peak RSS only grows) with glibc's default malloc (the tuned
-heap below keeps freed blocks, and its fragmentation inflates peak RSS): time and peak memory
-above the built model, for ViTAEv2-S at 896² and HIRI-ViT-S at 1344², ``explicit`` vs ``default`` (fused
-attention, BN + activation recomputation).
+three times each (medians; explicit and default alternate), each in a fresh process (a
+process's peak RSS only grows) with glibc's default malloc (the tuned heap below keeps freed
+blocks, and its fragmentation inflates peak RSS): time and peak memory above the built model,
+for ViTAEv2-S at 896² and HIRI-ViT-S at 1344², ``explicit`` vs ``default`` (fused attention,
+BN + activation recomputation).
 
 Allocator (CPU): glibc's default malloc returns every block above 32 MiB to the OS on free and
 page-faults it in again on the next call, so the same eager forward ran up to ~40% slower

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .common import ceil_div, nlc_to_nhwc, pad_to_multiple
+from .fusion import concrete_cpu_input
 
 # Deploy mode on CPU: rows of fewer tokens run the explicit product (the attention matrices
 # are small; BLAS beat the fused kernel on 7x7 windows), longer rows the oneDNN product;
@@ -38,7 +39,7 @@ def onednn_attention(qkv: torch.Tensor, scale: float) -> torch.Tensor:
     w_v = v.permute(0, 2, 3, 1).reshape(groups * d, n, 1, 1)
     # queries as a channels-last (1, B*heads*d, L, 1) map: memory (L, B, heads, d)
     q_map = q.transpose(0, 1).reshape(1, n, 1, groups * d).permute(0, 3, 1, 2)
-    blocks = ceil_div(4 * groups * n * n, ONEDNN_ATTN_CHUNK_BYTES)
+    blocks = ceil_div(qkv.element_size() * groups * n * n, ONEDNN_ATTN_CHUNK_BYTES)
     rows = ceil_div(n, blocks)
     outs = []
     for start in range(0, n, rows):
@@ -120,9 +121,8 @@ class MultiheadAttention(nn.Module):
         ``torch.compile`` on the benchmark machine)."""
         if not self.fused_attn:
             return 'explicit'
-        if not self.deploy or qkv.device.type != 'cpu' or qkv.dtype != torch.float32 or \
-                torch.compiler.is_compiling() or torch.jit.is_tracing() or \
-                torch.onnx.is_in_onnx_export():
+        if not self.deploy or not concrete_cpu_input(qkv, torch.float32) or \
+                torch.compiler.is_compiling():
             return 'fused'
         return 'explicit' if qkv.shape[1] < EXPLICIT_BELOW_TOKENS else 'onednn'
 

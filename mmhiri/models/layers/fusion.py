@@ -10,8 +10,8 @@ An eval-mode BatchNorm is a per-channel affine map ``y = s * x + t``. It folds
 
 The blocks own the knowledge of which BN goes where (their ``switch_to_deploy``); these helpers
 only do the arithmetic, in float64, so a folded model matches the unfolded one to float32
-rounding. ``DeployLinear`` and ``DeployGroupedConv`` are deploy forms of a linear layer and of
-a channel-reducing grouped convolution on CPU.
+rounding. ``DeployLinear``, ``DeployConv2d`` and ``DeployGroupedConv`` are the deploy forms of
+a linear layer, a convolution and a channel-reducing grouped convolution on CPU.
 """
 from typing import Optional, Tuple
 
@@ -88,11 +88,11 @@ def add_identity_to_dwconv(conv: nn.Conv2d) -> nn.Conv2d:
     return _new_conv_like(conv, weight, bias)
 
 
-def _concrete_cpu_input(x: torch.Tensor, weight: torch.Tensor) -> bool:
-    """True when a deploy layer may take its oneDNN route: a CPU tensor of the weight's dtype
-    and of concrete size (no symbolic shapes from ``torch.compile(dynamic=True)`` or export),
-    outside a ``torch.jit`` trace or an ONNX export (whose graphs keep the standard ops)."""
-    return x.device.type == 'cpu' and x.dtype == weight.dtype and \
+def concrete_cpu_input(x: torch.Tensor, dtype: torch.dtype) -> bool:
+    """True when a deploy layer may take its oneDNN route: a CPU tensor of ``dtype`` and of
+    concrete size (no symbolic shapes from ``torch.compile(dynamic=True)`` or export), outside
+    a ``torch.jit`` trace or an ONNX export (whose graphs keep the standard ops)."""
+    return x.device.type == 'cpu' and x.dtype == dtype and \
         not any(isinstance(s, torch.SymInt) for s in x.shape) and \
         not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export()
 
@@ -138,6 +138,19 @@ class _CachedWeight:
     is not saved, copied or pickled."""
 
     _cache = None
+    _shared_attrs: Tuple[str, ...] = ()
+
+    @classmethod
+    def _share(cls, layer: nn.Module):
+        """A new ``cls`` with ``layer``'s ``weight``/``bias`` parameters (not copies) and
+        settings (``_shared_attrs``)."""
+        new = cls.__new__(cls)
+        nn.Module.__init__(new)
+        for attr in cls._shared_attrs:
+            setattr(new, attr, getattr(layer, attr))
+        new.register_parameter('weight', layer.weight)
+        new.register_parameter('bias', layer.bias)
+        return new
 
     def __getstate__(self):
         state = super().__getstate__().copy()
@@ -165,14 +178,12 @@ class DeployLinear(_CachedWeight, nn.Linear):
     the view trick trips) and calls that need gradients run ``F.linear``. Used by
     ``switch_to_deploy``."""
 
+    _shared_attrs = ('in_features', 'out_features')
+
     @classmethod
     def from_linear(cls, linear: nn.Linear, gelu: bool = False) -> 'DeployLinear':
         """``gelu=True``: the layer computes ``F.gelu(linear(x))`` (exact erf GELU)."""
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        new.in_features, new.out_features = linear.in_features, linear.out_features
-        new.register_parameter('weight', linear.weight)
-        new.register_parameter('bias', linear.bias)
+        new = cls._share(linear)
         new.gelu = gelu
         return new
 
@@ -184,7 +195,7 @@ class DeployLinear(_CachedWeight, nn.Linear):
                                list(rows.shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() < 2 or not _concrete_cpu_input(x, self.weight) or \
+        if x.dim() < 2 or not concrete_cpu_input(x, self.weight.dtype) or \
                 not _inference_only(x, self.weight, self.bias):
             out = F.linear(x, self.weight, self.bias)
             return F.gelu(out) if self.gelu else out
@@ -200,23 +211,12 @@ class DeployLinear(_CachedWeight, nn.Linear):
         return out.permute(0, 2, 3, 1).reshape(*lead, self.out_features)
 
 
-_CONV_ATTRS = ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding', 'dilation',
-               'transposed', 'output_padding', 'groups', 'padding_mode',
-               '_reversed_padding_repeated_twice')
-
-
 class _CachedWeightConv(_CachedWeight, nn.Conv2d):
     """A ``nn.Conv2d`` sharing another's parameters, with a cached derived weight."""
 
-    @classmethod
-    def _share(cls, conv: nn.Conv2d):
-        new = cls.__new__(cls)
-        nn.Module.__init__(new)
-        for attr in _CONV_ATTRS:
-            setattr(new, attr, getattr(conv, attr))
-        new.register_parameter('weight', conv.weight)
-        new.register_parameter('bias', conv.bias)
-        return new
+    _shared_attrs = ('in_channels', 'out_channels', 'kernel_size', 'stride', 'padding',
+                     'dilation', 'transposed', 'output_padding', 'groups', 'padding_mode',
+                     '_reversed_padding_repeated_twice')
 
 
 class DeployGroupedConv(_CachedWeightConv):
@@ -254,7 +254,7 @@ class DeployGroupedConv(_CachedWeightConv):
         return w_t.reshape(self.in_channels, co, *k).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not _concrete_cpu_input(x, self.weight) or not _inference_only(self.weight):
+        if not concrete_cpu_input(x, self.weight.dtype) or not _inference_only(self.weight):
             return super().forward(x)
         w_t = self._derive(self.weight, x) if torch.compiler.is_compiling() else \
             self._derived_weight(x)
@@ -285,7 +285,7 @@ class DeployConv2d(_CachedWeightConv):
                        self.groups, list(x.shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _MKLDNN_CONV is None or x.dim() != 4 or not _concrete_cpu_input(x, self.weight) or \
+        if _MKLDNN_CONV is None or x.dim() != 4 or not concrete_cpu_input(x, self.weight.dtype) or \
                 torch.compiler.is_compiling() or not _inference_only(x, self.weight, self.bias):
             return super().forward(x)
         packed = self._derived_weight(x, key=tuple(x.shape))
