@@ -30,6 +30,16 @@ TINY_V1 = dict(embed_dims=[8, 8, 16], token_dims=[8, 8, 32], depths=[0, 0, 2], n
                mlp_ratio=2.)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run where torch sees a GPU and are skipped elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason='needs a CUDA GPU (torch.cuda.is_available() is False)')
+    for item in items:
+        if 'cuda' in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def fixtures_dir():
     if not os.path.isdir(FIXTURES):

@@ -52,6 +52,9 @@ class DistSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         if not (self.training and _world() > 1):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
+        dtype = x.dtype
+        if dtype in (torch.float16, torch.bfloat16):  # statistics in fp32 (half sums lose digits)
+            x = x.float()
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
         count = all_reduce(x.new_tensor([x.numel() // x.size(1)]))
@@ -70,7 +73,7 @@ class DistSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         out = centred * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
+        return out.to(dtype)
 
     @classmethod
     def convert(cls, module: nn.Module, sync_only: bool = False) -> nn.Module:

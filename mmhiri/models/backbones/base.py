@@ -7,7 +7,13 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..layers.fusion import layers_to_deploy_
+from ..layers.common import sizes_are_symbolic
+
+
+class NonFiniteInputError(ValueError):
+    """A backbone input holding NaN or infinite values (refused unless ``check_finite``
+    is off)."""
+
 
 
 def resolve_arch(arch: Union[str, dict], arch_zoo: Dict[str, dict],
@@ -62,6 +68,13 @@ class BaseBackbone(BaseModule):
             instead of keeping their outputs: BatchNorm + activation pairs, and a CFFN's
             activation + depth-wise conv (less memory, same results, a few % more compute);
             False keeps everything as stock autograd does. Defaults to True.
+        deploy (bool): Build the folded inference form (what :meth:`switch_to_deploy` turns
+            a trained model into), e.g. to load a folded checkpoint. Such a model cannot
+            train. Defaults to False.
+        check_finite (bool): Refuse an input holding NaN or infinite values with one
+            :class:`NonFiniteInputError` (one bad image would otherwise poison every
+            BatchNorm's running statistics); False skips the check (one pass over the input)
+            for speed. Defaults to True.
         init_cfg (dict | list[dict], optional): Initialisation config, e.g.
             ``dict(type='Pretrained', checkpoint=PATH, prefix='backbone.')``.
     """
@@ -76,7 +89,9 @@ class BaseBackbone(BaseModule):
                  in_channels: int = 3,
                  init_cfg: Optional[Union[dict, List[dict]]] = None,
                  fused_attn: bool = True,
-                 memory_efficient: bool = True):
+                 memory_efficient: bool = True,
+                 deploy: bool = False,
+                 check_finite: bool = True):
         super().__init__(init_cfg=init_cfg)
         self.stage_channels = tuple(int(c) for c in stage_channels)
         self.stage_strides = tuple(int(s) for s in stage_strides)
@@ -94,7 +109,8 @@ class BaseBackbone(BaseModule):
         self.in_channels = in_channels
         self.fused_attn = fused_attn
         self.memory_efficient = memory_efficient
-        self.deploy = False
+        self.deploy = deploy
+        self.check_finite = check_finite
 
     # ----------------------------------------------------------------- metadata
     def _normalize_out_indices(self, out_indices) -> Tuple[int, ...]:
@@ -134,10 +150,51 @@ class BaseBackbone(BaseModule):
         return [dict(stage=i, num_chs=self.stage_channels[i], reduction=self.stage_strides[i])
                 for i in self.out_indices]
 
+    # ----------------------------------------------------------------- layer-wise lr decay
+    def layer_prefixes(self) -> List[Tuple[str, int]]:
+        """(parameter-name prefix, stage) of every layer, input to output: the stem (if any),
+        then per stage its down-sampling / reduction module and each of its blocks."""
+        layers = [('stem', -1)] if getattr(self, 'stem', None) is not None else []
+        for i, stage in enumerate(self.stages):
+            for name, child in stage.named_children():
+                if isinstance(child, nn.ModuleList):
+                    layers += [(f'stages.{i}.{name}.{j}', i) for j in range(len(child))]
+                elif any(True for _ in child.parameters()):
+                    layers.append((f'stages.{i}.{name}', i))
+        return layers
+
+    def get_layer_depth(self, param_name: str, prefix: str = '') -> Tuple[int, int]:
+        """The layer of ``param_name`` for layer-wise learning-rate decay, in mmpretrain's
+        contract (``LearningRateDecayOptimWrapperConstructor``): ``(layer_id, num_layers)``
+        with the first layer (stem, or the first reduction cell) 0, every block and every
+        down-sampling / reduction module its own layer in forward order, a stage's output norm
+        with that stage's last layer, and anything outside the backbone (names not starting
+        with ``prefix``: neck, heads) ``num_layers - 1``."""
+        layers = self.layer_prefixes()
+        num_layers = len(layers) + 1
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        for i, (layer, _) in enumerate(layers):
+            if name.startswith(layer + '.'):
+                return i, num_layers
+        stage = self._output_stage_of(name)
+        if stage is not None:
+            return max(i for i, (_, s) in enumerate(layers) if s <= stage), num_layers
+        raise ValueError(f'{type(self).__name__}.get_layer_depth: {param_name!r} is not a '
+                         f'parameter of the backbone (prefix {prefix!r})')
+
+    def _output_stage_of(self, name: str) -> Optional[int]:
+        """The stage whose output a non-layer parameter ``name`` normalises (``out_norm{i}``),
+        or None."""
+        if name.startswith('out_norm'):
+            return int(name[len('out_norm'):].split('.')[0])
+        return None
+
     # ----------------------------------------------------------------- input
     def check_input(self, x) -> torch.Tensor:
         """Raise one clear error for anything that is not a non-empty NCHW image batch of the
-        model's dtype; return ``x`` (channels-last in deploy mode)."""
+        model's dtype; return ``x``."""
         name = type(self).__name__
         if not isinstance(x, torch.Tensor):
             raise TypeError(f'{name} expects a torch.Tensor of shape (N, {self.in_channels}, H, W), '
@@ -145,6 +202,8 @@ class BaseBackbone(BaseModule):
         if x.dim() != 4:
             raise ValueError(f'{name} expects a 4-D tensor (N, {self.in_channels}, H, W), '
                              f'got shape {tuple(x.shape)}')
+        if torch.jit.is_tracing():  # traced sizes are tensors: nothing below can be recorded
+            return x
         if x.shape[1] != self.in_channels:
             raise ValueError(f'{name} expects {self.in_channels} input channels (N, '
                              f'{self.in_channels}, H, W), got shape {tuple(x.shape)}')
@@ -153,16 +212,19 @@ class BaseBackbone(BaseModule):
                              'N, H and W must all be >= 1')
         if not x.is_floating_point():
             raise TypeError(f'{name} expects a floating-point image tensor, got {x.dtype}')
+        if self.check_finite and not sizes_are_symbolic() and not torch.isfinite(x).all():
+            nan, inf = int(torch.isnan(x).sum()), int(torch.isinf(x).sum())
+            raise NonFiniteInputError(
+                f'{name} got a non-finite input: {nan} NaN and {inf} infinite values in a '
+                f'{"x".join(map(str, x.shape))} batch (one bad image would make the outputs '
+                'and, in training, every BatchNorm\'s running statistics NaN). Check the data; '
+                'check_finite=False skips this check')
         param = next(self.parameters(), None)
         if param is not None and x.dtype != param.dtype and \
                 not torch.is_autocast_enabled(x.device.type):
             raise TypeError(f'{name} has {param.dtype} parameters but got a {x.dtype} input; '
                             'cast one to the other (model.to(dtype) or x.to(dtype)) or run '
                             'under torch.autocast')
-        if self.deploy and not torch.onnx.is_in_onnx_export():
-            # (an exported graph keeps the input's layout: ONNX has none, and the layout
-            # change would tie the traced sizes to guards on them)
-            x = x.contiguous(memory_format=torch.channels_last)
         return x
 
     def finish_outputs(self, outs: Dict[int, torch.Tensor]) -> Tuple[torch.Tensor, ...]:
@@ -279,30 +341,22 @@ class BaseBackbone(BaseModule):
         self._set_everywhere('memory_efficient', enabled)
 
     def switch_to_deploy(self) -> None:
-        """Turn the model into its inference form, in place.
+        """Fold the model into its inference form, in place: every BatchNorm into a
+        convolution next to it (before it, after it, or into each branch of the sum it
+        normalises), and the skips a convolution can carry into it. Each block folds itself
+        (its ``switch_to_deploy``); the result is the model ``deploy=True`` builds, with the
+        same state_dict keys, so a folded checkpoint saves and loads like any other.
 
-        * every BatchNorm is folded into a convolution next to it (before it, after it, or into
-          each branch of the sum it normalises), and skips that a convolution can carry are
-          folded into it;
-        * parameters and inputs go channels-last (inputs are converted in ``forward``);
-        * on CPU, linear layers and convolutions run in oneDNN on pre-packed weights
-          (:class:`DeployLinear`, :class:`DeployConv2d`), channel-reducing
-          grouped convolutions as their transposed form (:class:`DeployGroupedConv`), and
-          attention as the explicit product on short rows and :func:`onednn_attention` on
-          long ones (:meth:`MultiheadAttention.product`).
-
-        Outputs equal the eval-mode model's up to float rounding (the returned maps are
-        contiguous NCHW in every mode; see :meth:`finish_outputs`). Irreversible: a
-        deployed model refuses ``train()``; rebuild it (or reload its checkpoint) to train
-        again."""
+        Outputs equal the eval-mode model's up to float rounding. How the folded model then
+        runs fast on a device (kernels, layouts, engines) is :mod:`mmhiri.runtime`'s
+        (:func:`mmhiri.runtime.optimize`). Irreversible: a deployed model refuses
+        ``train()``; rebuild it (or reload its unfolded checkpoint) to train again."""
         if self.training:
             raise RuntimeError(f'{type(self).__name__}.switch_to_deploy() folds the BatchNorms\' '
                                'running statistics: call .eval() first')
         for m in list(self.modules()):
             if m is not self and hasattr(m, 'switch_to_deploy'):
                 m.switch_to_deploy()
-        layers_to_deploy_(self)
-        self.to(memory_format=torch.channels_last)
         self.deploy = True
 
     def train(self, mode: bool = True):

@@ -17,20 +17,22 @@ class HIRIStage(nn.Module):
     def __init__(self, block_type: str, in_channels: int, channels: int, depth: int,
                  expansion: float, num_heads: Optional[int], drop_paths: Sequence[float],
                  downsample: Optional[str], downsample_hidden: int, act: str,
-                 drop_rate: float, attn_drop_rate: float, qkv_bias: bool):
+                 drop_rate: float, attn_drop_rate: float, qkv_bias: bool,
+                 deploy: bool = False):
         super().__init__()
-        self.downsample = IRDS(in_channels, channels, downsample, downsample_hidden, act) \
-            if downsample else None
+        self.downsample = IRDS(in_channels, channels, downsample, downsample_hidden, act,
+                               deploy=deploy) if downsample else None
         blocks = []
         for dp in drop_paths:
             if block_type == 'hr':
-                blocks.append(HRBlock(channels, expansion, dp, act=act))
+                blocks.append(HRBlock(channels, expansion, dp, act=act, deploy=deploy))
             elif block_type == 'cffn':
-                blocks.append(CFFNBlock(channels, expansion, dp, act=act, drop=drop_rate))
+                blocks.append(CFFNBlock(channels, expansion, dp, act=act, drop=drop_rate,
+                                        deploy=deploy))
             elif block_type == 'transformer':
                 blocks.append(TransformerBlock(channels, num_heads, expansion, dp, act=act,
                                                qkv_bias=qkv_bias, drop=drop_rate,
-                                               attn_drop=attn_drop_rate))
+                                               attn_drop=attn_drop_rate, deploy=deploy))
             else:
                 raise ValueError(f"unknown HIRI-ViT block type {block_type!r}; expected "
                                  "'hr', 'cffn' or 'transformer'")
@@ -110,6 +112,11 @@ class HIRIViT(BaseBackbone):
         memory_efficient (bool): Recompute light layers (BN + activation, CFFN activation +
             depth-wise conv) in backward instead of keeping their outputs (same results, less
             memory); see :meth:`set_memory_efficient`. Defaults to True.
+        deploy (bool): Build the folded inference form (BatchNorms folded into convolutions,
+            as :meth:`switch_to_deploy` leaves a trained model), to load a folded checkpoint.
+            Defaults to False.
+        check_finite (bool): Refuse inputs holding NaN or inf (one line) instead of letting
+            them poison BatchNorm statistics; False skips the check. Defaults to True.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
 
     Examples:
@@ -160,6 +167,8 @@ class HIRIViT(BaseBackbone):
                  with_cp: bool = False,
                  fused_attn: bool = True,
                  memory_efficient: bool = True,
+                 deploy: bool = False,
+                 check_finite: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         self.arch_settings = resolve_arch(arch, self.arch_zoo, self.required_keys, 'HIRIViT')
         arch = self.arch_settings
@@ -169,9 +178,10 @@ class HIRIViT(BaseBackbone):
                                  f'got {arch[key]!r}')
         super().__init__(arch['channels'], self.strides, out_indices, frozen_stages, norm_eval,
                          with_cp, in_channels, init_cfg,
-                         fused_attn, memory_efficient)
+                         fused_attn, memory_efficient, deploy, check_finite)
         channels = arch['channels']
-        self.stem = HRStem(in_channels, channels[0], arch['stem_channels'], act=act)
+        self.stem = HRStem(in_channels, channels[0], arch['stem_channels'], act=act,
+                           deploy=deploy)
         dprs = drop_path_rates(drop_path_rate, arch['depths'])
         self.stages = nn.ModuleList()
         for i in range(5):
@@ -181,7 +191,7 @@ class HIRIViT(BaseBackbone):
                           channels[i], arch['depths'][i], arch['expansions'][i],
                           arch['num_heads'][i], dprs[i], down,
                           self._irds_hidden(i), act, drop_rate,
-                          attn_drop_rate, qkv_bias))
+                          attn_drop_rate, qkv_bias, deploy))
         for i in self.out_indices:
             kind = 'ln' if arch['block_types'][i] == 'transformer' else 'bn'
             self.add_module(f'out_norm{i}', build_norm2d(kind, channels[i]))

@@ -65,6 +65,11 @@ class ViTAE(BaseBackbone):
         memory_efficient (bool): Recompute light layers (BN + activation, CFFN activation +
             depth-wise conv) in backward instead of keeping their outputs (same results, less
             memory); see :meth:`set_memory_efficient`. Defaults to True.
+        deploy (bool): Build the folded inference form (BatchNorms folded into convolutions,
+            as :meth:`switch_to_deploy` leaves a trained model), to load a folded checkpoint.
+            Defaults to False.
+        check_finite (bool): Refuse inputs holding NaN or inf (one line) instead of letting
+            them poison BatchNorm statistics; False skips the check. Defaults to True.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
 
     Examples:
@@ -112,6 +117,8 @@ class ViTAE(BaseBackbone):
                  with_cp: bool = False,
                  fused_attn: bool = True,
                  memory_efficient: bool = True,
+                 deploy: bool = False,
+                 check_finite: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         vit_style = isinstance(arch, dict) and 'patch_size' in arch or \
             isinstance(arch, str) and 'patch_size' in self.arch_zoo.get(arch.lower(), {})
@@ -134,7 +141,7 @@ class ViTAE(BaseBackbone):
                 strides.append(total)
         super().__init__(channels, strides, out_indices, frozen_stages, norm_eval, with_cp,
                          in_channels, init_cfg,
-                         fused_attn, memory_efficient)
+                         fused_attn, memory_efficient, deploy, check_finite)
         self.stem = None
         self.stages = nn.ModuleList()
         if vit_style:
@@ -144,7 +151,7 @@ class ViTAE(BaseBackbone):
                 NormalCell(a['dim'], a['num_heads'], a['mlp_ratio'], 'transformer',
                            groups=a['nc_groups'], qkv_bias=qkv_bias, pcm_layout='shallow',
                            drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dp,
-                           num_prefix_tokens=1) for dp in dprs
+                           num_prefix_tokens=1, deploy=deploy) for dp in dprs
             ]
             self.stages.append(ViTAEStage(reduction, blocks))
             self.avg_norm = nn.LayerNorm(a['dim'], eps=1e-6)
@@ -166,12 +173,12 @@ class ViTAE(BaseBackbone):
                     in_ch, a['embed_dims'][i], a['token_dims'][i], a['strides'][i],
                     a['kernel_sizes'][i], a['dilations'][i], rc_type, 1, a['rc_groups'][i],
                     pcm_norms=(False, True, False), pcm_final_act=True, norm_eps=1e-5,
-                    drop=drop_rate)
+                    drop=drop_rate, deploy=deploy)
                 blocks = [
                     NormalCell(a['token_dims'][i], a['nc_heads'][i], a['mlp_ratio'],
                                'transformer', groups=a['nc_groups'][i], qkv_bias=qkv_bias,
                                pcm_layout='v1', drop=drop_rate, attn_drop=attn_drop_rate,
-                               drop_path=dp) for dp in dprs[i]
+                               drop_path=dp, deploy=deploy) for dp in dprs[i]
                 ]
                 self.stages.append(ViTAEStage(reduction, blocks))
                 in_ch = a['token_dims'][i]
@@ -184,6 +191,12 @@ class ViTAE(BaseBackbone):
         if self.avg_norm is not None and i == self.num_stages - 1:
             extras.append(self.avg_norm)
         return extras
+
+    def _output_stage_of(self, name: str):
+        """The pooled-token norm normalises the last stage's output."""
+        if name.startswith('avg_norm.'):
+            return self.num_stages - 1
+        return super()._output_stage_of(name)
 
     def init_weights(self):
         if self.init_cfg is not None:

@@ -58,6 +58,11 @@ class ViTAEv2(BaseBackbone):
         memory_efficient (bool): Recompute light layers (BN + activation, CFFN activation +
             depth-wise conv) in backward instead of keeping their outputs (same results, less
             memory); see :meth:`set_memory_efficient`. Defaults to True.
+        deploy (bool): Build the folded inference form (BatchNorms folded into convolutions,
+            as :meth:`switch_to_deploy` leaves a trained model), to load a folded checkpoint.
+            Defaults to False.
+        check_finite (bool): Refuse inputs holding NaN or inf (one line) instead of letting
+            them poison BatchNorm statistics; False skips the check. Defaults to True.
         init_cfg (dict, optional): e.g. ``dict(type='Pretrained', checkpoint=..., prefix=...)``.
 
     Examples:
@@ -100,6 +105,8 @@ class ViTAEv2(BaseBackbone):
                  with_cp: bool = False,
                  fused_attn: bool = True,
                  memory_efficient: bool = True,
+                 deploy: bool = False,
+                 check_finite: bool = True,
                  init_cfg: Optional[Union[dict, List[dict]]] = None):
         self.arch_settings = resolve_arch(arch, self.arch_zoo, self.required_keys, 'ViTAEv2')
         a = self.arch_settings
@@ -112,7 +119,7 @@ class ViTAEv2(BaseBackbone):
             strides.append(total)
         super().__init__(a['token_dims'], strides, out_indices, frozen_stages, norm_eval,
                          with_cp, in_channels, init_cfg,
-                         fused_attn, memory_efficient)
+                         fused_attn, memory_efficient, deploy, check_finite)
         self.stem = None
         dprs = drop_path_rates(drop_path_rate, a['depths'])
         self.stages = nn.ModuleList()
@@ -122,12 +129,12 @@ class ViTAEv2(BaseBackbone):
                 in_ch, a['embed_dims'][i], a['token_dims'][i], a['strides'][i],
                 a['kernel_sizes'][i], a['dilations'][i], a['attn_types'][i], a['rc_heads'][i],
                 a['rc_groups'][i], pcm_norms=(True, True, False), pcm_final_act=False,
-                window_size=7, transformer_qkv_bias=False, norm_eps=1e-5)
+                window_size=7, transformer_qkv_bias=False, norm_eps=1e-5, deploy=deploy)
             blocks = [
                 NormalCell(a['token_dims'][i], a['nc_heads'][i], a['mlp_ratio'],
                            a['attn_types'][i], window_size, a['nc_groups'][i], qkv_bias,
                            pcm_layout='v2', drop=drop_rate, attn_drop=attn_drop_rate,
-                           drop_path=dp) for dp in dprs[i]
+                           drop_path=dp, deploy=deploy) for dp in dprs[i]
             ]
             self.stages.append(ViTAEStage(reduction, blocks))
             in_ch = a['token_dims'][i]

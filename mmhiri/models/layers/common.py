@@ -12,7 +12,7 @@ def _token_grid(x: torch.Tensor, hw_shape: Tuple[int, int]) -> Tuple[int, int, i
     """(N, H, W, C) of (N, H*W, C) tokens on an H x W grid; one clear error if they are not."""
     h, w = hw_shape
     n, length, c = x.shape
-    if length != h * w:
+    if not torch.jit.is_tracing() and length != h * w:  # (traced sizes are tensors)
         raise ValueError(f'{length} tokens do not form a {h}x{w} map')
     return n, h, w, c
 
@@ -31,6 +31,14 @@ def nlc_to_nchw(x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
 def nchw_to_nlc(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) map -> (N, H*W, C) tokens."""
     return x.flatten(2).transpose(1, 2)
+
+
+def sizes_are_symbolic() -> bool:
+    """True while sizes are recorded rather than known: ``torch.compile`` / ``torch.export``
+    (symbolic sizes) and ``torch.jit.trace`` (the legacy ONNX exporter, ``openvino.convert_model``,
+    FLOP counters). The graph must then compute every size-dependent amount, never branch on
+    it in Python, so that it holds at every input size."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
 
 
 def ceil_div(a: int, b: int) -> int:

@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 
 from .common import build_act
-from .fusion import DeployLinear, add_identity_to_dwconv
+from .reparam import add_identity_to_dwconv
 
 
 class Mlp(nn.Module):
@@ -25,13 +25,6 @@ class Mlp(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
-    def switch_to_deploy(self) -> None:
-        """An exact GELU moves into ``fc1`` (one fused oneDNN op on CPU)."""
-        if type(self.act) is nn.GELU and self.act.approximate == 'none' and \
-                type(self.fc1) is nn.Linear:
-            self.fc1 = DeployLinear.from_linear(self.fc1, gelu=True)
-            self.act = nn.Identity()
-
 
 class CFFN(nn.Module):
     """Convolutional FFN (HIRI-ViT Eq. 3) on NCHW maps: FC(DWConv(z) + z), z = act(FC(x)).
@@ -39,12 +32,14 @@ class CFFN(nn.Module):
     The FCs are 1x1 convolutions so the block works on maps directly; the depth-wise 3x3
     convolution is the 2D inductive bias (and the only positional signal of HIRI-ViT). With
     ``memory_efficient`` (training), activation + depth-wise conv + skip are recomputed in
-    backward from ``FC(x)``: one hidden-width map kept instead of two.
+    backward from ``FC(x)``: one hidden-width map kept instead of two. ``deploy=True`` builds
+    the folded form, the ``+ z`` skip inside the depth-wise conv's centre tap.
     """
 
     memory_efficient = False
 
-    def __init__(self, channels: int, expansion: float, act: str = 'gelu', drop: float = 0.):
+    def __init__(self, channels: int, expansion: float, act: str = 'gelu', drop: float = 0.,
+                 deploy: bool = False):
         super().__init__()
         hidden = int(round(channels * expansion))
         self.fc1 = nn.Conv2d(channels, hidden, 1)
@@ -52,11 +47,11 @@ class CFFN(nn.Module):
         self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.fc2 = nn.Conv2d(hidden, channels, 1)
         self.drop = nn.Dropout(drop)
-        self.identity_in_dwconv = False
+        self.deploy = deploy
 
     def _act_dwconv(self, h: torch.Tensor) -> torch.Tensor:
         z = self.drop(self.act(h))
-        return self.dwconv(z) if self.identity_in_dwconv else self.dwconv(z) + z
+        return self.dwconv(z) if self.deploy else self.dwconv(z) + z
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.fc1(x)
@@ -68,6 +63,6 @@ class CFFN(nn.Module):
 
     def switch_to_deploy(self) -> None:
         """Fold the ``+ z`` skip into the depth-wise conv's centre tap."""
-        if not self.identity_in_dwconv:
+        if not self.deploy:
             self.dwconv = add_identity_to_dwconv(self.dwconv)
-            self.identity_in_dwconv = True
+            self.deploy = True

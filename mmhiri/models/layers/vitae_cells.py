@@ -11,32 +11,36 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .attention import MultiheadAttention, PerformerAttention, WindowAttention
-from .common import (DropPath, bn_act, ceil_div, maybe_checkpoint, nchw_to_nlc, nlc_to_nchw,
-                     pad_to_multiple)
-from .fusion import fuse_conv_bn
+from .common import (DropPath, bn_act, maybe_checkpoint, nchw_to_nlc, nlc_to_nchw,
+                     pad_to_multiple, sizes_are_symbolic)
 from .ffn import Mlp
+from .reparam import fuse_conv_bn
 
 
 class PCM(nn.Sequential):
     """Parallel Convolution Module: a stack of grouped 3x3 convs (SiLU between them), the
     cell's locality branch. ``norms[k]`` puts a BatchNorm after conv ``k``; ``final_act`` adds a
-    SiLU after the last conv (ViTAE v1). BN + SiLU run through :func:`bn_act` while training."""
+    SiLU after the last conv (ViTAE v1). BN + SiLU run through :func:`bn_act` while training.
+    ``deploy=True`` builds the folded form (each ``bn{k}`` an identity, folded into
+    ``conv{k}``)."""
 
     memory_efficient = True
 
     def __init__(self, channels: Sequence[int], strides: Sequence[int], groups: int,
-                 norms: Sequence[bool], final_act: bool = False):
+                 norms: Sequence[bool], final_act: bool = False, deploy: bool = False):
         layers = OrderedDict()
         n = len(strides)
         for k in range(n):
             layers[f'conv{k + 1}'] = nn.Conv2d(channels[k], channels[k + 1], 3, strides[k], 1,
                                                groups=groups)
             if norms[k]:
-                layers[f'bn{k + 1}'] = nn.BatchNorm2d(channels[k + 1])
+                layers[f'bn{k + 1}'] = nn.Identity() if deploy else \
+                    nn.BatchNorm2d(channels[k + 1])
             if k < n - 1 or final_act:
                 layers[f'act{k + 1}'] = nn.SiLU()
         super().__init__(layers)
         self.num_convs = n
+        self.deploy = deploy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for k in range(1, self.num_convs + 1):
@@ -48,11 +52,14 @@ class PCM(nn.Sequential):
 
     def switch_to_deploy(self) -> None:
         """Fold each ``bn{k}`` into ``conv{k}`` (the BN becomes an identity)."""
+        if self.deploy:
+            return
         for name, module in list(self.named_children()):
-            if name.startswith('bn') and isinstance(module, nn.BatchNorm2d):
+            if name.startswith('bn'):
                 conv = f'conv{name[2:]}'
                 setattr(self, conv, fuse_conv_bn(getattr(self, conv), module))
                 setattr(self, name, nn.Identity())
+        self.deploy = True
 
 
 class PRM(nn.Module):
@@ -65,7 +72,7 @@ class PRM(nn.Module):
         self.stride = stride
         self.convs = nn.ModuleList([
             nn.Conv2d(in_channels, embed_dim, kernel_size, stride,
-                      padding=ceil_div((kernel_size - 1) * d + 1 - stride, 2), dilation=d)
+                      padding=((kernel_size - 1) * d + 2 - stride) // 2, dilation=d)
             for d in dilations
         ])
         self.out_channels = embed_dim * len(dilations)
@@ -131,7 +138,7 @@ class ReductionCell(nn.Module):
                  num_heads: int = 1, groups: int = 1,
                  pcm_norms: Sequence[bool] = (True, True, False), pcm_final_act: bool = False,
                  window_size: int = 7, transformer_qkv_bias: bool = False,
-                 norm_eps: float = 1e-5, drop: float = 0.):
+                 norm_eps: float = 1e-5, drop: float = 0., deploy: bool = False):
         super().__init__()
         self.stride = stride
         self.prm = PRM(in_channels, embed_dim, kernel_size, stride, dilations)
@@ -144,7 +151,7 @@ class ReductionCell(nn.Module):
             strides.append(2 if res > 0 else 1)
             res //= 2
         self.pcm = PCM([in_channels, embed_dim, embed_dim, token_dim], strides, groups,
-                       pcm_norms, pcm_final_act)
+                       pcm_norms, pcm_final_act, deploy=deploy)
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         # window attention needs no v-shortcut; full/performer attention add v (dim != token_dim)
         self.attn = build_token_mixer(
@@ -154,17 +161,23 @@ class ReductionCell(nn.Module):
         self.norm2 = nn.LayerNorm(token_dim, eps=norm_eps)
         self.ffn = Mlp(token_dim, token_dim, drop=drop)
 
+    def pad_amount(self, n):
+        """``max(0, r * ceil(n / r) - 1 - n)`` without a branch: ``r - 1 - n % r`` when ``r``
+        does not divide ``n``, else 0 (``n`` may be a traced or symbolic size)."""
+        r = self.stride
+        rem = n % r
+        return (r - 1 - rem) * ((rem + r - 1) // r)
+
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """(N, C, H, W) map -> (N, L, token_dim) tokens and their (H', W')."""
         h, w = x.shape[-2:]
-        r = self.stride
-        pad_h, pad_w = r * ceil_div(h, r) - 1 - h, r * ceil_div(w, r) - 1 - w
-        if torch.compiler.is_compiling():
-            # symbolic sizes (torch.compile, torch.export, ONNX): no branch on them, so the
-            # graph pads every input size as eager does
-            x = F.pad(x, (0, torch.sym_max(0, pad_w), 0, torch.sym_max(0, pad_h)))
+        pad_h, pad_w = self.pad_amount(h), self.pad_amount(w)
+        if sizes_are_symbolic():
+            # recorded sizes (torch.compile, torch.export, ONNX, jit traces): no branch on
+            # them, so the graph pads every input size as eager does
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         elif pad_h > 0 or pad_w > 0:
-            x = F.pad(x, (0, max(0, pad_w), 0, max(0, pad_h)))
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         t = self.prm(x)
         hw = tuple(t.shape[-2:])
         t = nchw_to_nlc(t)
@@ -185,17 +198,18 @@ class NormalCell(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4., attn_type: str = 'transformer',
                  window_size: int = 7, groups: int = 1, qkv_bias: bool = True,
                  pcm_layout: str = 'v2', drop: float = 0., attn_drop: float = 0.,
-                 drop_path: float = 0., norm_eps: float = 1e-6, num_prefix_tokens: int = 0):
+                 drop_path: float = 0., norm_eps: float = 1e-6, num_prefix_tokens: int = 0,
+                 deploy: bool = False):
         super().__init__()
         hidden = int(dim * mlp_ratio)
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn = build_token_mixer(attn_type, dim, dim, num_heads, window_size, qkv_bias,
                                       attn_drop=attn_drop, proj_drop=drop)
         if pcm_layout == 'shallow':  # ViTAE-B/L/H: two convs
-            self.pcm = PCM([dim, hidden, dim], [1, 1], groups, (True, False))
+            self.pcm = PCM([dim, hidden, dim], [1, 1], groups, (True, False), deploy=deploy)
         elif pcm_layout in ('v1', 'v2'):  # three convs; v1 ends with a SiLU
             self.pcm = PCM([dim, hidden, dim, dim], [1, 1, 1], groups, (True, True, False),
-                           final_act=pcm_layout == 'v1')
+                           final_act=pcm_layout == 'v1', deploy=deploy)
         else:
             raise ValueError(f"pcm_layout must be 'v1', 'v2' or 'shallow', got {pcm_layout!r}")
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
@@ -233,7 +247,7 @@ class PatchEmbedReduction(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=.02)
 
     def resized_pos_embed(self, hw: Tuple[int, int]) -> torch.Tensor:
-        if tuple(hw) == self.grid:
+        if not sizes_are_symbolic() and tuple(hw) == self.grid:
             return self.pos_embed
         cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         patch_pos = nlc_to_nchw(patch_pos, self.grid)

@@ -1,0 +1,68 @@
+"""Mixed-precision training where mmengine's ``AmpOptimWrapper`` cannot run: on CPU.
+
+``tools/train.py --amp`` picks, through :func:`amp_optim_wrapper`:
+
+* CUDA: mmengine's ``AmpOptimWrapper`` - fp16 with dynamic loss scaling by default, or bf16
+  (``--amp-dtype bf16``);
+* CPU: :class:`CPUAutocastOptimWrapper` - the step under ``torch.autocast('cpu',
+  dtype=torch.bfloat16)``. bf16 keeps fp32's exponent range, so no loss scaling is needed (and
+  fp16, which would need it, is refused on CPU). Parameters, gradients and the optimizer state
+  stay fp32; its state dict is the plain optimizer's, so a run resumes with or without it.
+"""
+from contextlib import contextmanager
+from typing import Optional
+
+import torch
+from mmengine.optim import OptimWrapper
+from mmengine.registry import OPTIM_WRAPPERS
+
+AMP_DTYPES = {'fp16': 'float16', 'bf16': 'bfloat16'}
+
+
+@OPTIM_WRAPPERS.register_module()
+class CPUAutocastOptimWrapper(OptimWrapper):
+    """``OptimWrapper`` whose forward and loss run under CPU autocast in ``dtype``.
+
+    Args:
+        dtype (str): ``'bfloat16'`` (the only CPU dtype that needs no loss scaling).
+            Defaults to ``'bfloat16'``.
+        **kwargs: ``OptimWrapper``'s (``optimizer``, ``accumulative_counts``,
+            ``clip_grad``).
+    """
+
+    def __init__(self, dtype: str = 'bfloat16', **kwargs):
+        if dtype not in ('bfloat16', torch.bfloat16):
+            raise ValueError(f'CPUAutocastOptimWrapper: dtype must be bfloat16 on CPU (fp16 '
+                             f'needs loss scaling, which is for GPUs), got {dtype!r}')
+        super().__init__(**kwargs)
+        self.cast_dtype = torch.bfloat16
+
+    @contextmanager
+    def optim_context(self, model):
+        with super().optim_context(model), torch.autocast('cpu', dtype=self.cast_dtype):
+            yield
+
+
+def amp_optim_wrapper(optim_wrapper: dict, dtype: Optional[str], cuda: bool) -> dict:
+    """The ``optim_wrapper`` config for ``--amp``: ``dtype`` is ``'fp16'``, ``'bf16'`` or
+    None (fp16 on CUDA, bf16 on CPU). Only a plain ``OptimWrapper`` (or an already mixed one)
+    can be switched; raises ``ValueError`` naming the type otherwise."""
+    kind = optim_wrapper.get('type', 'OptimWrapper')
+    kind = kind.split('.')[-1] if isinstance(kind, str) else getattr(kind, '__name__', kind)
+    if kind not in ('OptimWrapper', 'AmpOptimWrapper', 'CPUAutocastOptimWrapper'):
+        raise ValueError(f'--amp: the config uses optim_wrapper type {kind!r}; only '
+                         'OptimWrapper (or AmpOptimWrapper) can be switched to mixed precision')
+    if dtype is not None and dtype not in AMP_DTYPES:
+        raise ValueError(f'--amp-dtype must be one of {sorted(AMP_DTYPES)}, got {dtype!r}')
+    cfg = {k: v for k, v in optim_wrapper.items() if k not in ('type', 'loss_scale', 'dtype')}
+    if cuda:
+        dtype = dtype or 'fp16'
+        cfg.update(type='AmpOptimWrapper', dtype=AMP_DTYPES[dtype],
+                   loss_scale=optim_wrapper.get('loss_scale', 'dynamic'))
+    else:
+        dtype = dtype or 'bf16'
+        if dtype != 'bf16':
+            raise ValueError('--amp on CPU trains in bf16 (fp16 needs loss scaling on a GPU); '
+                             'use --amp-dtype bf16 or run on a GPU')
+        cfg.update(type='CPUAutocastOptimWrapper', dtype=AMP_DTYPES[dtype])
+    return cfg
