@@ -121,11 +121,18 @@ def build_runner(cfg: Config,
                  dump: Optional[str] = None,
                  for_test: bool = False,
                  overwrite: bool = False,
-                 deploy: bool = False):
+                 deploy: bool = False,
+                 allow_fresh_start: bool = False,
+                 drop_unknown_categories: bool = False):
     """Apply the usual command-line switches to ``cfg`` and build its Runner.
 
     ``deploy`` (testing only): the model's backbone runs in deploy mode once the checkpoint is
     loaded (:func:`deploy_model`, through :class:`DeployHook`).
+
+    ``resume``: ``'auto'``, a checkpoint or a folder of them (:func:`choose_resume`); with
+    nothing to resume it stops, unless ``allow_fresh_start``. ``drop_unknown_categories``: the
+    training dataset drops annotations of categories its file does not declare instead of
+    stopping (:class:`~mmhiri.datasets.checks.CheckedDataset`).
 
     Refuses, before anything runs: a training run into a work dir that already holds
     checkpoints, unless ``resume`` or ``overwrite``; a checkpoint to test, resume or load
@@ -167,24 +174,12 @@ def build_runner(cfg: Config,
         cfg.val_dataloader = None
         cfg.val_evaluator = None
 
-    if resume == 'auto':
-        from .utils.checkpointing import find_resumable
-        cfg.resume = True
-        cfg.load_from = None
-        found, skipped = find_resumable(cfg.work_dir)
-        for s in skipped:
-            print(f'--resume: skipping {s}', file=sys.stderr)
-        if found:
-            print(f'--resume: resuming from {found}', file=sys.stderr)
-            cfg.load_from = found
-        elif skipped:
-            print('--resume: no complete checkpoint left; starting from scratch',
-                  file=sys.stderr)
-    elif resume is not None:
-        if not osp.isfile(resume):
-            raise SystemExit(f'--resume: checkpoint not found: {resume!r}')
-        cfg.resume = True
-        cfg.load_from = resume
+    if resume is not None:
+        from .utils.checkpointing import choose_resume
+        found = choose_resume(resume, cfg.work_dir, allow_fresh=allow_fresh_start)
+        cfg.resume = found is not None
+        cfg.load_from = found or cfg.get('load_from')  # a new run keeps its own load_from
+        overwrite = overwrite or not cfg.resume  # a new run: nothing complete was there
 
     if load_from is not None:
         if not osp.isfile(load_from):
@@ -202,9 +197,11 @@ def build_runner(cfg: Config,
     prepare_distributed(cfg, launcher, for_test=for_test)  # gloo and CPU DDP without CUDA
     check_hook_args(cfg)
     use_safe_checkpoints(cfg)
+    from .datasets.checks import check_eval_data
+    check_eval_data(cfg, for_test=for_test)  # a sample that fails is named, in one line
     if not for_test:
         from .utils.exact_resume import make_resumable
-        make_resumable(cfg)
+        make_resumable(cfg, unknown_categories='drop' if drop_unknown_categories else 'error')
     if not for_test and not cfg.get('resume') and not overwrite:
         check_work_dir_is_free(cfg.work_dir)
     runner = RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)

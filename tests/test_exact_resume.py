@@ -223,3 +223,43 @@ def test_demo_survives_kill_9_bit_exactly(case, tmp_path):
         for k, v in sa.items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[k])), k
     assert sorted(p.name for p in work.glob('*.pth')) == ['iter_12.pth']  # max_keep_ckpts=1
+
+
+@pytest.mark.slow
+def test_shipped_demo_config_without_a_seed_resumes_bit_exactly(tmp_path):
+    """The demo config as shipped sets no randomness.seed: the run draws one and records it in
+    its checkpoints. Killed (SIGKILL) inside epoch 2 and resumed with --resume, it continues
+    with that seed everywhere (the sampler's shuffle, the samples, the iterations; the sampler
+    used to get a new one) and ends with the weights and optimizer state of an uninterrupted
+    run given that seed. 8 images, batch 4: 2 epochs of 2 iterations, a checkpoint at
+    iteration 3, the first of epoch 2."""
+    import os
+
+    from mmhiri.datasets.synthetic import main as make_data
+    data = tmp_path / 'data'
+    make_data([str(data), '--num-train', '8', '--num-val', '1', '--only', 'instances'])
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONHASHSEED='0')
+
+    def args(work, *options):
+        return ['configs/demo/mask_rcnn_hiri_demo.py', '--work-dir', str(work), '--no-validate',
+                '--cfg-options', f'train_dataloader.dataset.data_root={data}/instances/',
+                'train_cfg.max_epochs=2', 'default_hooks.checkpoint.by_epoch=False',
+                'default_hooks.checkpoint.interval=3', *options]
+
+    work = tmp_path / 'killed'
+    killed, _ = _train(args(work), env, kill_when=lambda: (work / 'iter_3.pth').exists())
+    assert killed and not (work / 'iter_4.pth').exists()
+    seed = torch.load(str(work / 'iter_3.pth'), map_location='cpu',
+                      weights_only=False)['meta']['seed']
+    _train(args(work) + ['--resume'], env)
+    ref = tmp_path / 'ref'
+    _train(args(ref, f'randomness.seed={seed}'), env)
+
+    a = torch.load(str(ref / 'iter_4.pth'), map_location='cpu', weights_only=False)
+    b = torch.load(str(work / 'iter_4.pth'), map_location='cpu', weights_only=False)
+    assert a['meta']['iter'] == b['meta']['iter'] == 4 and a['meta']['seed'] == b['meta']['seed']
+    for k, v in a['state_dict'].items():
+        assert torch.equal(v, b['state_dict'][k]), k
+    for sa, sb in zip(a['optimizer']['state'].values(), b['optimizer']['state'].values()):
+        for k, v in sa.items():
+            assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb[k])), k

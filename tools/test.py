@@ -44,7 +44,11 @@ def main():
     runner = build_runner(
         cfg, config_path=args.config, work_dir=args.work_dir, load_from=args.checkpoint,
         amp=args.amp, launcher=args.launcher, dump=args.out, for_test=True, deploy=args.deploy)
-    metrics = runner.test()
+    from mmhiri.datasets.checks import DataError
+    try:
+        metrics = runner.test()
+    except DataError as e:
+        raise SystemExit(f'error: {e.first_line()}') from None
     from mmengine.dist import is_main_process
 
     from mmhiri.utils.distributed import finish_distributed

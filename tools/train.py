@@ -1,6 +1,7 @@
 """Train any mmhiri config (mmdet, mmseg, mmpose or mmpretrain) with the mmengine Runner.
 
-    python tools/train.py configs/mask_rcnn_hiri_s_1x.py [--work-dir DIR] [--resume [CKPT]]
+    python tools/train.py configs/mask_rcnn_hiri_s_1x.py [--work-dir DIR]
+        [--resume [CKPT|DIR] [--allow-fresh-start]] [--drop-unknown-categories]
         [--amp] [--auto-scale-lr] [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
 """
 import argparse
@@ -21,8 +22,13 @@ def parse_args():
     parser.add_argument('--work-dir', help='the dir to save logs and checkpoints')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
-        help='resume from the given checkpoint; without a path, from the latest checkpoint '
-        'in the work dir')
+        help='resume from the given checkpoint, or the newest complete one in the given '
+        'folder; without a path, in the work dir. Stops if there is nothing to resume')
+    parser.add_argument('--allow-fresh-start', action='store_true',
+                        help='with --resume: start a new run when there is nothing to resume')
+    parser.add_argument('--drop-unknown-categories', action='store_true',
+                        help='train without the annotations whose category_id the annotation '
+                        "file's categories do not declare (default: stop, naming them)")
     parser.add_argument('--overwrite', action='store_true',
                         help='start a new run in a work dir that already holds checkpoints '
                         '(they are overwritten as the new run saves)')
@@ -50,7 +56,9 @@ def main():
     runner = build_runner(
         cfg, config_path=args.config, work_dir=args.work_dir, resume=args.resume,
         amp=args.amp, auto_scale_lr=args.auto_scale_lr, no_validate=args.no_validate,
-        launcher=args.launcher, overwrite=args.overwrite)
+        launcher=args.launcher, overwrite=args.overwrite,
+        allow_fresh_start=args.allow_fresh_start,
+        drop_unknown_categories=args.drop_unknown_categories)
     from mmhiri.utils.distributed import finish_distributed
     from mmhiri.utils.exact_resume import DataError
     try:

@@ -5,13 +5,16 @@ writing the new one, writes the new one in place, then points ``last_checkpoint`
 during the write leaves a truncated newest file, no older one, and a ``last_checkpoint`` that
 names the broken file. :class:`SafeCheckpointHook` writes to a temporary name, renames it into
 place (atomic on one file system), then updates ``last_checkpoint`` the same way, and only
-then prunes. :func:`find_resumable` is what ``--resume`` without a path uses: the newest
-checkpoint in the work dir that is complete, naming the ones it skipped.
+then prunes. :func:`find_resumable` is what ``--resume`` without a path (or with a folder) uses:
+the newest checkpoint in the folder that is complete, naming the ones it skipped;
+:func:`choose_resume` turns ``--resume`` into the checkpoint to load, and stops when there is
+nothing to resume rather than starting a new run unasked.
 """
 import glob
 import os
 import os.path as osp
 import re
+import sys
 import zipfile
 from typing import List, Optional, Tuple
 
@@ -106,3 +109,52 @@ def find_resumable(work_dir: str) -> Tuple[Optional[str], List[str]]:
             return path, skipped
         skipped.append(f'{path} ({why})')
     return None, skipped
+
+
+def checkpoints_elsewhere(folder: str, limit: int = 3) -> List[str]:
+    """The newest complete checkpoint of each other run next to ``folder`` (its sibling
+    folders) and under ``./work_dirs``, newest first, at most ``limit``."""
+    folder = osp.abspath(folder)
+    roots = {osp.dirname(folder), osp.abspath('work_dirs')}
+    runs = {osp.join(r, d) for r in roots if osp.isdir(r) for d in os.listdir(r)}
+    found = []
+    for run in sorted(runs - {folder}):
+        if osp.isdir(run) and (osp.isfile(osp.join(run, 'last_checkpoint'))
+                               or glob.glob(osp.join(run, '*.pth'))):
+            ckpt, _ = find_resumable(run)
+            if ckpt:
+                found.append(ckpt)
+    found.sort(key=osp.getmtime, reverse=True)
+    return [osp.relpath(p) if not osp.relpath(p).startswith('..') else p for p in found[:limit]]
+
+
+def choose_resume(resume: str, work_dir: str, allow_fresh: bool = False) -> Optional[str]:
+    """The checkpoint ``--resume`` means: ``'auto'`` (no value) the newest complete one in
+    ``work_dir``, a folder the newest complete one in it, else the file itself.
+
+    Stops with one line when there is nothing to resume (naming the checkpoints of other runs
+    next to it, if any), unless ``allow_fresh``: then returns None (a new run)."""
+    if resume != 'auto' and not osp.isdir(resume):
+        if not osp.isfile(resume):
+            raise SystemExit(f'--resume: checkpoint not found: {resume!r}')
+        return resume
+    folder = work_dir if resume == 'auto' else resume
+    found, skipped = find_resumable(folder)
+    for s in skipped:
+        print(f'--resume: skipping {s}', file=sys.stderr)
+    if found:
+        print(f'--resume: resuming from {found}', file=sys.stderr)
+        return found
+    why = 'no such folder' if not osp.isdir(folder) else \
+        f'{len(skipped)} incomplete checkpoint(s), no complete one' if skipped else \
+        'no checkpoint in it'
+    if allow_fresh:
+        print(f'--resume: nothing to resume in {folder!r} ({why}); starting a new run '
+              '(--allow-fresh-start)', file=sys.stderr)
+        return None
+    others = checkpoints_elsewhere(folder)
+    raise SystemExit(
+        f'--resume: nothing to resume in {folder!r} ({why}); '
+        + (f'checkpoints of other runs: {", ".join(others)}. ' if others else '')
+        + 'Pass --resume PATH (a checkpoint or a folder of them), or add --allow-fresh-start '
+        'to start a new run when there is nothing to resume')

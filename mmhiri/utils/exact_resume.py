@@ -12,7 +12,12 @@ A resumed mmengine run differs from the uninterrupted one in three ways, each fi
   loops replay the loader, which mmengine already does);
 * **a checkpoint taken mid-epoch** made mmengine replay the whole epoch.
   :class:`ResumableBatchSampler` skips the batches of the resumed epoch that were already
-  trained.
+  trained;
+* **a run without ``randomness.seed``** draws its seed once (mmengine, the same on every rank)
+  and records it in every checkpoint's ``meta.seed``; mmengine restores it on resume only after
+  the loaders were built with a fresh one (another shuffle). :func:`use_recorded_seed` puts the
+  recorded seed into the config before the Runner is built, so the sampler, the sample seeds
+  and the per-iteration seeds all continue the run.
 
 Loader workers also die with their trainer (``PR_SET_PDEATHSIG`` on Linux) instead of
 outliving a ``kill -9``. ``tools/train.py`` wires all of this in for epoch-based configs
@@ -20,17 +25,18 @@ outliving a ``kill -9``. ``tools/train.py`` wires all of this in for epoch-based
 """
 import ctypes
 import hashlib
-import os
 import random
 import signal
 import sys
-from typing import List, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 from mmengine.dist import get_rank, get_world_size
 from mmengine.hooks import Hook
 from mmengine.registry import DATA_SAMPLERS, DATASETS, HOOKS
+
+from mmhiri.datasets.checks import CheckedDataset, DataError  # noqa: F401  (DataError: here too)
 
 _WORKER_TIED = False
 
@@ -60,50 +66,21 @@ def tie_worker_to_parent() -> None:
     _WORKER_TIED = True
 
 
-class DataError(RuntimeError):
-    """A training sample or annotation file that cannot be read (the message names it)."""
-
-    def first_line(self) -> str:
-        """The message without the worker traceback a DataLoader wraps around it."""
-        lines = [ln for ln in str(self).splitlines() if ln.strip()]
-        ours = [ln for ln in lines if ln.startswith(f'{__name__}.DataError: ')]
-        return ours[-1].split('DataError: ', 1)[1] if ours else lines[0] if lines else ''
-
-
-def _one_line(e: BaseException) -> str:
-    return ' '.join(str(e).split())
-
-
-def _files(info) -> List[str]:
-    """The file paths a sample's data info names (image, segmentation map, ...)."""
-    if not isinstance(info, dict):
-        return []
-    return [str(v) for k, v in info.items()
-            if isinstance(v, str) and (k.endswith('_path') or k in ('filename', 'img'))]
-
-
 @DATASETS.register_module()
-class SeededDataset(torch.utils.data.Dataset):
-    """Wraps a dataset; with ``seed_samples`` every sample is loaded with Python, NumPy and
-    torch seeded from ``(seed, epoch, index)``. The epoch lives in shared memory, so
+class SeededDataset(CheckedDataset):
+    """Wraps the training dataset; with ``seed_samples`` every sample is loaded with Python,
+    NumPy and torch seeded from ``(seed, epoch, index)``. The epoch lives in shared memory, so
     persistent workers see the value the trainer sets (:class:`ExactResumeHook`).
 
     A sample or an annotation file that cannot be read stops the run with its path in the
-    message (a bare ``cv2.error`` or ``JSONDecodeError`` named neither)."""
+    message (a bare ``cv2.error`` or ``JSONDecodeError`` named neither), and so do annotations
+    of undeclared categories unless ``unknown_categories='drop'``
+    (:class:`mmhiri.datasets.checks.CheckedDataset`)."""
 
-    def __init__(self, dataset, seed: int = 0, seed_samples: bool = True):
+    def __init__(self, dataset, seed: int = 0, seed_samples: bool = True,
+                 unknown_categories: Optional[str] = 'error'):
         import multiprocessing as mp
-        if isinstance(dataset, dict):
-            try:
-                dataset = DATASETS.build(dataset)
-            except Exception as e:
-                ann = dataset.get('ann_file') or ''
-                root = dataset.get('data_root') or ''
-                where = os.path.join(root, ann) if ann and not os.path.isabs(ann) else ann
-                raise DataError(f'cannot build the training dataset {dataset.get("type")}'
-                                + (f' from {where!r}' if where else '')
-                                + f': {type(e).__name__}: {_one_line(e)}') from e
-        self.dataset = dataset
+        super().__init__(dataset, role='training', unknown_categories=unknown_categories)
         self.seed = seed
         self.seed_samples = seed_samples
         self._epoch = mp.RawValue('q', 0)
@@ -122,28 +99,11 @@ class SeededDataset(torch.utils.data.Dataset):
         self.__dict__.update(state)
         self._epoch = mp.RawValue('q', epoch)
 
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getattr__(self, name):  # metainfo, get_data_info, ... of the wrapped dataset
-        if name == 'dataset':
-            raise AttributeError(name)
-        return getattr(self.dataset, name)
-
     def __getitem__(self, idx):
         tie_worker_to_parent()
         if self.seed_samples:
             seed_all(derive_seed('sample', self.seed, self._epoch.value, idx))
-        try:
-            return self.dataset[idx]
-        except Exception as e:
-            try:
-                files = _files(self.dataset.get_data_info(idx))
-            except Exception:  # noqa: BLE001  (the original error is the one to report)
-                files = []
-            raise DataError(f'training sample {idx}'
-                            + (f' ({", ".join(files)})' if files else '')
-                            + f' could not be loaded: {type(e).__name__}: {_one_line(e)}') from e
+        return super().__getitem__(idx)
 
 
 @DATA_SAMPLERS.register_module()
@@ -248,13 +208,51 @@ class ExactResumeHook(Hook):
         seed_all(derive_seed('iteration', runner.seed, runner.iter, get_rank()))
 
 
-def make_resumable(cfg) -> None:
+def recorded_seed(checkpoint: str) -> Optional[int]:
+    """The seed the run that wrote ``checkpoint`` used (mmengine records it in ``meta.seed``,
+    drawn or configured), or None if the file does not say."""
+    try:
+        try:
+            ckpt = torch.load(checkpoint, map_location='cpu', mmap=True)
+        except RuntimeError as e:
+            if 'mmap can only be used' not in str(e):
+                raise
+            ckpt = torch.load(checkpoint, map_location='cpu')  # the legacy format
+    except Exception:  # noqa: BLE001  (an unreadable file is reported when it is loaded)
+        return None
+    seed = ((ckpt.get('meta') if isinstance(ckpt, dict) else None) or {}).get('seed')
+    return int(seed) if isinstance(seed, int) else None
+
+
+def use_recorded_seed(cfg) -> None:
+    """A resumed run takes the seed of the run it continues, before the Runner builds anything
+    from it: mmengine restores the checkpoint's seed only after the loaders (their sampler's
+    shuffle, worker seeds) were built with a new one."""
+    seed = recorded_seed(cfg.load_from)
+    if seed is None:
+        return
+    randomness = dict(cfg.get('randomness') or {})
+    configured = randomness.get('seed')
+    if configured is not None and configured != seed:
+        print(f'--resume: {cfg.load_from} was trained with seed {seed}; the resumed run uses '
+              f'it, not randomness.seed={configured}', file=sys.stderr)
+    elif configured is None:
+        print(f'--resume: seeding with the recorded seed of the run, {seed}', file=sys.stderr)
+    cfg.randomness = dict(randomness, seed=seed)
+
+
+def make_resumable(cfg, unknown_categories: Optional[str] = 'error') -> None:
     """Wire :class:`ExactResumeHook` and :class:`SeededDataset` (all loops; samples seeded in
     epoch-based ones) and, for epoch-based training, :class:`ResumableBatchSampler` into
-    ``cfg`` in place."""
+    ``cfg`` in place; a resumed run (``cfg.resume`` with ``cfg.load_from``) takes the seed the
+    checkpoint records (:func:`use_recorded_seed`). ``unknown_categories``: what the training
+    dataset does with annotations of undeclared categories (``'error'`` or ``'drop'``, see
+    :class:`mmhiri.datasets.checks.CheckedDataset`)."""
     loader = cfg.get('train_dataloader')
     if not loader or not cfg.get('train_cfg'):
         return
+    if cfg.get('resume') and cfg.get('load_from'):
+        use_recorded_seed(cfg)
     hooks = list(cfg.get('custom_hooks') or [])
     if not any(isinstance(h, dict) and h.get('type') == 'ExactResumeHook' for h in hooks):
         hooks.append(dict(type='ExactResumeHook'))
@@ -266,6 +264,8 @@ def make_resumable(cfg) -> None:
     # iteration-based loops replay the loader on resume (mmengine): samples need no seeds
     loader.dataset = dict(type='SeededDataset', dataset=loader.dataset,
                           seed_samples=epoch_based)
+    if unknown_categories != 'error':
+        loader.dataset['unknown_categories'] = unknown_categories
     if epoch_based:
         inner = loader.get('batch_sampler')
         loader.batch_sampler = dict(type='ResumableBatchSampler', batch_sampler=inner)
