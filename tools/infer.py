@@ -26,6 +26,15 @@ so this script writes the files from what they return):
   A video gives one ``preds/STEM.json`` with ``frames``: a list of these dicts with ``frame_id``.
 
 Two inputs with one file stem get ``STEM_1``, ``STEM_2``, ... in the outputs.
+
+Before any input runs, the memory each batch needs is estimated from the sizes in the files'
+headers (nothing decoded) and the model (:class:`InferenceMemory`): the decoded image and the
+drawing (3 bytes a pixel each, the drawing twice: the image it is drawn on and the canvas), what
+the framework makes at the input's full size (mmdet with masks: one byte a pixel for each of
+``max_per_img`` masks; mmseg: the class scores resized to the input, 4 bytes a pixel a class, and
+the label map, 8 bytes a pixel) and the backbone and neck at the size the test pipeline gives
+them (:func:`mmhiri.utils.memory.fit_forward_memory`). A batch that needs more than is available
+stops the run with one line, naming the input and the largest size that would fit.
 """
 import argparse
 import copy
@@ -116,6 +125,200 @@ def read_image(path):
     if img is None:
         raise SystemExit(f'cannot read image {path!r}: the file is corrupt or truncated')
     return img
+
+
+def image_size(path):
+    """``(h, w)`` from the image file's header (nothing decoded), or None if PIL cannot tell."""
+    from PIL import Image
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # huge is what this is for
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+        return h, w
+    except Exception:  # noqa: BLE001  (OpenCV may read what PIL cannot: no estimate then)
+        return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def video_size(path):
+    """``(h, w)`` of a video's frames, or None if OpenCV cannot tell."""
+    import cv2
+    cap = cv2.VideoCapture(path)
+    try:
+        h, w = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+    finally:
+        cap.release()
+    return (h, w) if h > 0 and w > 0 else None
+
+
+def plan(items, batch_size):
+    """The runs in order: ``('images', [paths])`` batches of consecutive images and
+    ``('video', path)``."""
+    steps, images = [], []
+    for kind, path in items + [('end', None)]:
+        if kind == 'image':
+            images.append(path)
+            continue
+        steps += [('images', images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+        images = []
+        if kind == 'video':
+            steps.append(('video', path))
+    return steps
+
+
+# ----------------------------------------------------------------------------- memory
+def network_input_size(cfg, h, w):
+    """``(h, w)`` the model sees for an ``h`` x ``w`` image: the test pipeline's ``Resize``
+    (``scale`` with or without ``keep_ratio``, or ``scale_factor``), ``ResizeEdge``,
+    ``CenterCrop`` and ``TopdownAffine``, as the transforms compute them (other transforms keep
+    the size), padded to the preprocessor's ``pad_size_divisor``."""
+    dataset = cfg.test_dataloader.dataset
+    pipeline = dataset.get('pipeline') or (dataset.get('dataset') or {}).get('pipeline') or []
+    for t in pipeline:
+        kind = str(t.get('type', '')).split('.')[-1]
+        if kind == 'Resize' and t.get('scale') is not None:
+            sw, sh = (t['scale'], ) * 2 if isinstance(t['scale'], int) else t['scale']
+            if t.get('keep_ratio', False):
+                f = min(max(sw, sh) / max(h, w), min(sw, sh) / min(h, w))
+                h, w = int(h * f + 0.5), int(w * f + 0.5)
+            else:
+                h, w = sh, sw
+        elif kind == 'Resize' and t.get('scale_factor') is not None:
+            fw, fh = (t['scale_factor'], ) * 2 if isinstance(t['scale_factor'], (int, float)) \
+                else t['scale_factor']
+            h, w = int(h * fh + 0.5), int(w * fw + 0.5)
+        elif kind == 'ResizeEdge':
+            edge = t.get('edge', 'short')
+            side = {'short': min(h, w), 'long': max(h, w), 'height': h, 'width': w}[edge]
+            f = t['scale'] / side
+            h, w = int(h * f + 0.5), int(w * f + 0.5)
+        elif kind in ('CenterCrop', 'RandomCrop') and t.get('crop_size') is not None:
+            c = t['crop_size']
+            cw, ch = (c, c) if isinstance(c, int) else c
+            h, w = min(h, ch), min(w, cw)
+        elif kind == 'TopdownAffine':
+            w, h = t['input_size']
+    pre = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
+    div = pre.get('pad_size_divisor', 1) or 1
+    return -(-h // div) * div, -(-w // div) * div
+
+
+class InferenceMemory:
+    """The memory a batch of inputs needs (see the module docstring), checked against what is
+    available: host memory, and on a CUDA device its free memory for the model's part."""
+
+    def __init__(self, cfg, model, device, draw):
+        self.cfg, self.model, self.device, self.draw = cfg, model, str(device), draw
+        self._network = None
+
+    def network(self, h, w):
+        """``((nh, nw), bytes)``: the network's input size for an h x w image and the bytes of
+        the backbone and neck there (fitted once, at two small sizes)."""
+        import torch
+
+        from mmhiri.utils.memory import MemoryFit, fit_forward_memory
+        if self._network is None:
+            div = network_input_size(self.cfg, 1, 1)[0]  # a 1x1 input padded: the divisor
+            probes = [(-(-s // div) * div, ) * 2 for s in (128, 256)]
+            model, dtype = self.model, next(self.model.parameters()).dtype
+            try:
+                self._network = fit_forward_memory(lambda a, b: model.extract_feat(
+                    torch.rand(1, 3, a, b, device=self.device, dtype=dtype)), probes)
+            except Exception:  # noqa: BLE001  (a model that takes one size only: not counted)
+                self._network = MemoryFit([(0., 0.)])
+        nh, nw = network_input_size(self.cfg, h, w)
+        return (nh, nw), self._network(nh * nw)
+
+    def full_size_outputs(self, h, w):
+        """``[(what, bytes)]`` the framework makes at the input's full size."""
+        cfg, model = self.cfg, self.model
+        test_cfg = cfg.model.get('test_cfg') or {}
+        if cfg.default_scope == 'mmdet':
+            roi_head = getattr(model, 'roi_head', None)
+            if getattr(roi_head, 'with_mask', False) or hasattr(model, 'mask_head'):
+                n = ((test_cfg.get('rcnn') or {}) if roi_head is not None else test_cfg).get(
+                    'max_per_img', 100)
+                return [(f'{n} masks at the image size', n * h * w)]
+        if cfg.default_scope == 'mmseg':
+            head = getattr(model, 'decode_head', None)
+            c = getattr(head, 'out_channels', None) or getattr(head, 'num_classes', 1)
+            return [(f'the scores of {c} classes at the image size', 4 * c * h * w),
+                    ('the label map', 8 * h * w)]
+        return []
+
+    def terms(self, sizes):
+        """``[(what, bytes, on the device, grows with the input)]`` for a batch of inputs of
+        ``sizes`` (``(h, w)`` each)."""
+        device = self.device.startswith('cuda')
+        terms = [('the decoded image' + ('s' if len(sizes) > 1 else ''),
+                  sum(3 * h * w for h, w in sizes), False, True)]
+        if self.draw:
+            terms.append(('the drawing', sum(6 * h * w for h, w in sizes), False, True))
+        outputs = {}
+        for h, w in sizes:
+            for what, n in self.full_size_outputs(h, w):
+                outputs[what] = outputs.get(what, 0) + n
+        terms += [(what, n, device, True) for what, n in outputs.items()]
+        big = max(sizes, key=lambda s: s[0] * s[1])
+        (nh, nw), net = self.network(*big)
+        bounded = network_input_size(self.cfg, 2 * big[0], 2 * big[1]) == (nh, nw)
+        terms.append((f'the backbone and neck at {nw}x{nh}', net * len(sizes), device,
+                      not bounded))
+        return terms
+
+    def check(self, what, sizes, available=None, device_free=None):
+        """Stop with one line when the batch ``what`` (inputs of ``sizes``) needs more memory
+        than is available (default: :func:`mmhiri.utils.memory.available_memory`, and
+        :func:`~mmhiri.utils.memory.device_free_memory` on a CUDA device)."""
+        from mmhiri.utils.memory import available_memory, device_free_memory, fits, gb
+        terms = self.terms(sizes)
+        for on_device in (False, True):
+            here = [t for t in terms if t[2] == on_device]
+            if not here:
+                continue
+            if on_device:
+                room = device_free_memory(self.device) if device_free is None else device_free
+                where = f'free memory on {self.device}'
+            else:
+                room = available_memory() if available is None else available
+                where = 'memory'
+            total = sum(t[1] for t in here)
+            ok, scale = fits(total, room, sum(t[1] for t in here if not t[3]))
+            if ok:
+                continue
+            h, w = max(sizes, key=lambda s: s[0] * s[1])
+            hints = [f'downscale it to at most {int(w * scale)}x{int(h * scale)}'
+                     if scale * min(h, w) >= 1 else 'it does not fit at any size']
+            if any('masks' in t[0] for t in here):
+                hints.append('keep fewer detections (--cfg-options '
+                             'model.test_cfg.rcnn.max_per_img=N)')
+            if self.draw and not on_device:
+                hints.append('skip the drawing (--no-save-vis)')
+            raise SystemExit(
+                f'{what} needs at least {gb(total)} to run ('
+                + ', '.join(f'{t[0]} {gb(t[1])}' for t in here)
+                + f'); {gb(room)} of {where} is available: ' + ', or '.join(hints))
+
+
+def check_memory(items, batch_size, memory):
+    """Stop before anything runs when a batch of ``items`` does not fit in memory
+    (:class:`InferenceMemory`)."""
+    for kind, paths in plan(items, batch_size):
+        if kind == 'video':
+            size = video_size(paths)
+            if size:
+                memory.check(f'video {paths!r} ({size[1]}x{size[0]} frames, {batch_size} a '
+                             'batch)', [size] * batch_size)
+            continue
+        sizes = [image_size(p) for p in paths]
+        known = [s for s in sizes if s]
+        if not known:
+            continue
+        h, w = max(known, key=lambda s: s[0] * s[1])
+        what = f'image {paths[0]!r} ({w}x{h})' if len(paths) == 1 else \
+            f'the batch of {len(paths)} images from {paths[0]!r} (largest {w}x{h})'
+        memory.check(what, known)
 
 
 # ----------------------------------------------------------------------------- weights
@@ -445,20 +648,16 @@ def run(args):
     if args.deploy:
         from mmhiri.apis import deploy_model
         print(f'{deploy_model(predictor.model)} in deploy mode', flush=True)
+    check_memory(items, args.batch_size,
+                 InferenceMemory(cfg, predictor.model, device, draw=not args.no_save_vis))
     writer = Writer(args.out_dir, not args.no_save_vis, not args.no_save_pred, predictor.meta)
     print(f'{len(items)} input(s); {INFERENCERS[cfg.default_scope]} on {device}', flush=True)
-    done, i = 0, 0
-    while i < len(items):  # runs of consecutive images share batches; videos go one by one
-        if items[i][0] == 'video':
-            done = run_video(items[i][1], predictor, writer, args.batch_size, done, len(items))
-            i += 1
-            continue
-        j = i
-        while j < len(items) and items[j][0] == 'image':
-            j += 1
-        done = run_images([p for _, p in items[i:j]], predictor, writer, args.batch_size, done,
-                          len(items))
-        i = j
+    done = 0
+    for kind, paths in plan(items, args.batch_size):  # consecutive images share batches
+        if kind == 'video':
+            done = run_video(paths, predictor, writer, args.batch_size, done, len(items))
+        else:
+            done = run_images(paths, predictor, writer, args.batch_size, done, len(items))
     if not (args.no_save_vis and args.no_save_pred):
         print(f'results in {args.out_dir}/ (vis/: drawings, preds/: JSON)', flush=True)
 

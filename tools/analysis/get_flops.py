@@ -12,6 +12,12 @@ keep every box for the count, so the figure does not depend on how many proposal
 happen to survive NMS with; mask heads run on at most ``test_cfg.rcnn.max_per_img`` (100) RoIs per image,
 as at inference (mmdet's tensor path does so for Mask R-CNN, not for Cascade heads: see
 ``match_inference``). The input is padded to the preprocessor's ``pad_size_divisor``.
+
+A ``--shape`` of more pixels than the framework's default is checked first: the memory the
+forward needs there is estimated from the model's own forward at two small sizes
+(:mod:`mmhiri.utils.memory`: live tensor bytes, operation by operation, linear in the pixels);
+when it exceeds the memory available, the script stops with one line and the largest ``--shape``
+of that aspect ratio that fits.
 """
 import argparse
 import os.path as osp
@@ -23,14 +29,17 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 from mmengine.config import DictAction  # noqa: E402
 
 
-def parse_args():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('config')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
                         help='input size (default: 224 224 for classifiers, 1200 1600 for '
                         'detectors, 512 512 for segmentors, 256 256 for pose models)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
-    return parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.shape and min(args.shape) < 1:
+        parser.error(f'--shape: H and W must be at least 1, got {args.shape[0]} {args.shape[1]}')
+    return args
 
 
 DEFAULT_SHAPES = {'mmpretrain': (224, 224), 'mmdet': (1200, 1600), 'mmseg': (512, 512),
@@ -127,9 +136,54 @@ def prepare_inputs(model, cfg, scope, shape=None, batch=1, device='cpu'):
     return x, (h, w), div
 
 
-def measure(config, shape=None, cfg_options=None):
-    """Parameters (M) and GFLOPs of the whole model and of its backbone, batch 1, on CPU."""
+def forward_memory(model, cfg, scope):
+    """:class:`mmhiri.utils.memory.MemoryFit` of the forward ``prepare_inputs(model, cfg,
+    scope, shape)`` binds, in the padded input's pixels (probed at 128x128 and 256x256, padded;
+    :func:`mmhiri.utils.memory.fit_forward_memory`)."""
+    from mmhiri.utils.memory import fit_forward_memory
+
+    def run(h, w):
+        x, _, _ = prepare_inputs(model, cfg, scope, (h, w))
+        try:
+            model(x)
+        finally:
+            del model.forward  # prepare_inputs bound it; the class's own again
+
+    div = (cfg.model.get('data_preprocessor') or {}).get('pad_size_divisor', 1) or 1
+    return fit_forward_memory(run, [(-(-s // div) * div, ) * 2 for s in (128, 256)])
+
+
+def check_memory(model, cfg, scope, shape, available=None) -> None:
+    """Stop with one line when the forward at ``shape`` (when it has more pixels than the
+    framework's default shape) would need more memory than ``available`` (default:
+    :func:`mmhiri.utils.memory.available_memory`)."""
+    from mmhiri.utils.memory import available_memory, gb
+    h, w = shape
+    div = (cfg.model.get('data_preprocessor') or {}).get('pad_size_divisor', 1) or 1
+    pixels = (-(-h // div) * div) * (-(-w // div) * div)
+    dh, dw = DEFAULT_SHAPES[scope]
+    if pixels <= dh * dw:
+        return  # the default size: no probe (it costs two forwards)
+    fit = forward_memory(model, cfg, scope)
+    available = available_memory() if available is None else available
+    if fit(pixels) <= available:
+        return
+    scale = min(1., fit.max_pixels(available) / pixels) ** 0.5
+    hint = f'--shape {int(h * scale)} {int(w * scale)} would fit' if scale * min(h, w) >= div \
+        else 'nothing of that aspect ratio fits'
+    raise SystemExit(
+        f'error: --shape {h} {w}: the forward of {type(model).__name__} at that size needs about '
+        f'{gb(fit(pixels))} (estimated from its memory at two small sizes, growing with the '
+        f'pixels); {gb(available)} is available: {hint}')
+
+
+def measure(config, shape=None, cfg_options=None, check_memory_first=False):
+    """Parameters (M) and GFLOPs of the whole model and of its backbone, batch 1, on CPU.
+    ``check_memory_first``: stop with one line when that size does not fit in memory
+    (:func:`check_memory`)."""
     model, cfg, scope = build_model(config, cfg_options)
+    if check_memory_first:
+        check_memory(model, cfg, scope, shape or DEFAULT_SHAPES[scope])
     x, (h, w), div = prepare_inputs(model, cfg, scope, shape)
     backbone = getattr(model, 'backbone', None)
     return dict(
@@ -142,9 +196,9 @@ def measure(config, shape=None, cfg_options=None):
         backbone_flops=count(backbone, (x, )) / 1e9 if backbone is not None else None)
 
 
-def main():
-    args = parse_args()
-    r = measure(args.config, args.shape, args.cfg_options)
+def main(argv=None):
+    args = parse_args(argv)
+    r = measure(args.config, args.shape, args.cfg_options, check_memory_first=True)
     (h, w), (ph, pw), div = r['shape'], r['input'], r['div']
     print(f'config: {args.config} ({r["scope"]})')
     print(f'input: 1x3x{ph}x{pw}' + (f' (from {h}x{w}, padded to /{div})' if (ph, pw) != (h, w) else ''))

@@ -26,6 +26,8 @@ sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 import torch.nn as nn  # noqa: E402
 
 DEFAULT_CHECKS = [(448, 448), (480, 640), (449, 611), (333, 517), (224, 224)]
+#: the sizes the exported graph's dynamic height and width may take (``torch.export.Dim``)
+SIDE_RANGE = (32, 8192)
 
 
 def parse_args(argv=None):
@@ -57,7 +59,36 @@ def parse_args(argv=None):
         args.check_shapes = [(s[i], s[i + 1]) for i in range(0, len(s), 2)]
     if args.with_neck and not args.config:
         parser.error('--with-neck needs --config')
+    lo, hi = SIDE_RANGE
+    if not all(lo <= s <= hi for s in args.shape):
+        parser.error(f'--shape: H and W must each be in [{lo}, {hi}] (the range of the exported '
+                     f'dynamic height and width), got {args.shape[0]} {args.shape[1]}')
+    for name in ('repeats', 'threads'):
+        if getattr(args, name) < 1:
+            parser.error(f'--{name} must be at least 1, got {getattr(args, name)}')
+    if args.backbone:
+        check_arch(parser, args.backbone, args.arch)
     return args
+
+
+def check_arch(parser, backbone: str, arch: str) -> None:
+    """``--arch`` must be an arch name of ``backbone`` or a JSON object (its keys are checked
+    when the backbone is built); ``parser.error`` names what is wrong."""
+    import mmhiri.models as models
+    zoo = sorted(getattr(models, backbone).arch_zoo)
+    if not arch.lstrip().startswith(('{', '[', '"')):
+        if arch.lower() not in zoo:
+            parser.error(f'--arch: {backbone} has no arch {arch!r}; expected one of {zoo} or a '
+                         'JSON object of arch settings')
+        return
+    try:
+        value = json.loads(arch)
+    except json.JSONDecodeError as e:
+        parser.error(f'--arch: not valid JSON ({e.msg} at character {e.pos}): {arch!r}; '
+                     f'expected one of {zoo} or a JSON object of {backbone} arch settings')
+    if not isinstance(value, dict):
+        parser.error(f'--arch: expected a JSON object of {backbone} arch settings (or one of '
+                     f'{zoo}), got a JSON {type(value).__name__}')
 
 
 def build(args):
@@ -146,8 +177,8 @@ def export(module, out, shape):
     """torch.onnx.export with dynamic H and W; returns seconds taken."""
     import torch
     x = torch.rand(1, 3, *shape)
-    h = torch.export.Dim('height', min=32, max=8192)
-    w = torch.export.Dim('width', min=32, max=8192)
+    h = torch.export.Dim('height', min=SIDE_RANGE[0], max=SIDE_RANGE[1])
+    w = torch.export.Dim('width', min=SIDE_RANGE[0], max=SIDE_RANGE[1])
     t0 = time.perf_counter()
     program = torch.onnx.export(module, (x, ), dynamo=True, verbose=False, optimize=False,
                                 dynamic_shapes={'x': {2: h, 3: w}})
@@ -205,6 +236,10 @@ def main(argv=None):
         module, name = build(args)
     except ConversionError as e:
         raise SystemExit(f'error: --checkpoint {args.checkpoint}: {e}')
+    except (ValueError, TypeError) as e:  # a custom --arch the backbone refuses
+        if not args.backbone:
+            raise
+        raise SystemExit(f'error: --arch: {e}')
     seconds = export(module, args.out, args.shape)
     print(f'exported {name} to {args.out} in {seconds:.1f} s (input 1x3xHxW, H and W dynamic; '
           f'traced at {args.shape[0]}x{args.shape[1]})')
