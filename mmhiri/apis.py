@@ -123,8 +123,16 @@ def build_runner(cfg: Config,
                  overwrite: bool = False,
                  deploy: bool = False,
                  allow_fresh_start: bool = False,
-                 drop_unknown_categories: bool = False):
+                 drop_unknown_categories: bool = False,
+                 amp_dtype: Optional[str] = None,
+                 backend: str = 'pytorch',
+                 precision: str = 'fp32'):
     """Apply the usual command-line switches to ``cfg`` and build its Runner.
+
+    ``backend`` / ``precision`` (testing only): the backbone and neck run in ONNX Runtime or
+    OpenVINO (:class:`EngineHook`), in fp32 or (OpenVINO) bf16.
+
+    ``amp`` / ``amp_dtype`` (``'fp16'`` or ``'bf16'``): mixed precision, see :func:`apply_amp`.
 
     ``deploy`` (testing only): the model's backbone runs in deploy mode once the checkpoint is
     loaded (:func:`deploy_model`, through :class:`DeployHook`).
@@ -149,20 +157,10 @@ def build_runner(cfg: Config,
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
-    if amp:
-        if not torch.cuda.is_available():
-            raise SystemExit('--amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper asserts one); '
-                             'none is visible here. Run without --amp on CPU.')
-        if for_test:
-            cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
-        else:
-            optim_wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-            if optim_wrapper == 'OptimWrapper':
-                cfg.optim_wrapper.type = 'AmpOptimWrapper'
-                cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-            elif optim_wrapper != 'AmpOptimWrapper':
-                raise SystemExit(f'--amp: the config uses optim_wrapper type {optim_wrapper!r}; '
-                                 'only OptimWrapper can be switched to AmpOptimWrapper')
+    if amp or amp_dtype:
+        apply_amp(cfg, amp_dtype, for_test)
+    elif not for_test and not torch.cuda.is_available():
+        cpu_amp_if_configured(cfg)
 
     if auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
@@ -214,7 +212,101 @@ def build_runner(cfg: Config,
                              'train')
         deployable_backbone(runner.model)  # refuse now, not after the checkpoint loads
         runner.register_hook(DeployHook())
+    if backend != 'pytorch':
+        if not for_test:
+            raise SystemExit('--backend is for testing: training runs in PyTorch')
+        if deploy:
+            raise SystemExit('--backend runs the folded backbone in its engine; --deploy is '
+                             "PyTorch's deploy mode: pass one of them")
+        check_engine(backend, precision)
+        deployable_backbone(runner.model)
+        runner.register_hook(EngineHook(backend, precision, cfg.work_dir))
+    elif precision != 'fp32':
+        raise SystemExit('--precision selects the engine precision of --backend openvino; '
+                         'for PyTorch mixed precision pass --amp')
     return runner
+
+
+def check_engine(backend: str, precision: str) -> None:
+    """One clear error for an engine this environment lacks or a precision it does not run."""
+    import importlib
+
+    from .runtime.engines import ENGINES, PRECISIONS
+    if backend not in ENGINES:
+        raise SystemExit(f'--backend must be pytorch or one of {ENGINES}, got {backend!r}')
+    if precision not in PRECISIONS:
+        raise SystemExit(f'--precision must be one of {PRECISIONS}, got {precision!r}')
+    if backend == 'onnxruntime' and precision != 'fp32':
+        raise SystemExit('--backend onnxruntime runs fp32 on CPU; bf16 is OpenVINO\'s '
+                         '(--backend openvino --precision bf16)')
+    for pkg in ('onnx', 'onnxscript', backend):
+        try:
+            importlib.import_module(pkg)
+        except ImportError:
+            raise SystemExit(f'--backend {backend} needs {pkg} (requirements/deploy.txt, '
+                             'which make setup installs)') from None
+
+
+class EngineHook(Hook):
+    """``tools/test.py --backend``: once the Runner has loaded the checkpoint, the model's
+    backbone and neck are folded, exported to ONNX and run by the engine (ONNX Runtime or
+    OpenVINO, CPU); the heads and the post-processing stay in PyTorch, so the metrics measure
+    what the engine and its precision cost."""
+    priority = 'VERY_LOW'
+
+    def __init__(self, backend: str, precision: str, work_dir: str):
+        self.backend, self.precision, self.work_dir = backend, precision, work_dir
+
+    def before_test(self, runner) -> None:
+        from .runtime.engines import BackboneNeck, build_engine
+        model = getattr(runner.model, 'module', runner.model)
+        model.eval()
+        neck = model.neck if getattr(model, 'with_neck', False) else None
+        engine = build_engine(BackboneNeck(model.backbone, neck), self.backend,
+                              self.precision, work_dir=osp.join(self.work_dir, 'engine'),
+                              name='backbone_neck', log=runner.logger.info)
+        model.backbone = engine
+        if neck is not None:
+            model.neck = None
+        runner.logger.info(f'--backend {self.backend} --precision {self.precision}: backbone '
+                           f'{"+ neck " if neck is not None else ""}run by {self.backend}')
+
+
+def apply_amp(cfg: Config, dtype: Optional[str], for_test: bool) -> None:
+    """``--amp``: training runs mmengine's ``AmpOptimWrapper`` on CUDA (fp16 with dynamic loss
+    scaling, or ``dtype='bf16'``) and :class:`~mmhiri.utils.amp.CPUAutocastOptimWrapper`
+    (bf16 autocast) on CPU; testing runs under autocast in that dtype."""
+    import torch
+
+    from .utils.amp import AMP_DTYPES, amp_optim_wrapper
+    cuda = torch.cuda.is_available()
+    if dtype is not None and dtype not in AMP_DTYPES:
+        raise SystemExit(f'--amp-dtype must be one of {sorted(AMP_DTYPES)}, got {dtype!r}')
+    if for_test:
+        dtype = dtype or ('fp16' if cuda else 'bf16')
+        if not cuda and dtype != 'bf16':
+            raise SystemExit('--amp on CPU runs in bf16; use --amp-dtype bf16 or a GPU')
+        cfg.test_cfg = dict(cfg.get('test_cfg') or {}, fp16=True)
+        if not cuda:
+            from .utils.amp import install_cpu_autocast_fallbacks
+            install_cpu_autocast_fallbacks()
+        return
+    try:
+        cfg.optim_wrapper = amp_optim_wrapper(dict(cfg.optim_wrapper), dtype, cuda)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
+
+
+def cpu_amp_if_configured(cfg: Config) -> None:
+    """A config that asks for ``AmpOptimWrapper`` (mmengine asserts a GPU for it) trains on a
+    CPU-only machine in bf16 autocast instead, with one line saying so."""
+    wrapper = cfg.get('optim_wrapper') or {}
+    kind = wrapper.get('type') if isinstance(wrapper, dict) else None
+    if isinstance(kind, str) and kind.split('.')[-1] == 'AmpOptimWrapper':
+        from .utils.amp import amp_optim_wrapper
+        print('AmpOptimWrapper needs a GPU; none is visible: training in bf16 autocast on CPU '
+              '(CPUAutocastOptimWrapper) instead', file=sys.stderr)
+        cfg.optim_wrapper = amp_optim_wrapper(dict(wrapper), 'bf16', cuda=False)
 
 
 def deployable_backbone(model):
@@ -230,11 +322,14 @@ def deployable_backbone(model):
 
 
 def deploy_model(model) -> str:
-    """Put ``model`` in eval mode and its backbone in deploy mode (:meth:`switch_to_deploy`);
+    """Put ``model`` in eval mode, fold its backbone (:meth:`switch_to_deploy`) and let the
+    runtime choose its kernels on the first batches (:func:`mmhiri.runtime.optimize`);
     return the backbone's class name."""
+    from .runtime import optimize
     backbone = deployable_backbone(model)
-    getattr(model, 'module', model).eval()
-    backbone.switch_to_deploy()
+    inner = getattr(model, 'module', model)
+    inner.eval()
+    optimize(inner)
     return type(backbone).__name__
 
 

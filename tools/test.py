@@ -1,7 +1,7 @@
 """Evaluate a checkpoint of any mmhiri config (mmdet, mmseg, mmpose or mmpretrain).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--deploy]
-        [--cfg-options k=v ...]
+        [--backend pytorch|onnxruntime|openvino [--precision fp32|bf16]] [--cfg-options k=v ...]
 """
 import argparse
 import os
@@ -22,10 +22,17 @@ def parse_args():
     parser.add_argument('--work-dir', help='the dir to save logs and results')
     parser.add_argument('--out', help='dump the raw predictions to this pickle file')
     parser.add_argument('--metrics-out', help='also write the final metrics to this JSON file')
-    parser.add_argument('--amp', action='store_true', help='mixed precision inference (GPU)')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision inference (fp16 on a GPU, bf16 on CPU)')
     parser.add_argument('--deploy', action='store_true',
                         help="run the backbone in deploy mode (switch_to_deploy: BatchNorms "
                         "folded, channels-last, oneDNN on CPU)")
+    parser.add_argument('--backend', choices=['pytorch', 'onnxruntime', 'openvino'],
+                        default='pytorch',
+                        help='run the backbone and neck in this engine (CPU; exported to ONNX '
+                        'after the checkpoint loads), the heads in PyTorch')
+    parser.add_argument('--precision', choices=['fp32', 'bf16'], default='fp32',
+                        help='engine precision (bf16: OpenVINO only)')
     parser.add_argument(
         '--cfg-options', nargs='+', action=DictAction,
         help='override settings in the config, e.g. test_dataloader.batch_size=2')
@@ -43,7 +50,8 @@ def main():
     cfg = load_config(args.config, cfg_options=args.cfg_options)
     runner = build_runner(
         cfg, config_path=args.config, work_dir=args.work_dir, load_from=args.checkpoint,
-        amp=args.amp, launcher=args.launcher, dump=args.out, for_test=True, deploy=args.deploy)
+        amp=args.amp, launcher=args.launcher, dump=args.out, for_test=True, deploy=args.deploy,
+        backend=args.backend, precision=args.precision)
     from mmhiri.datasets.checks import DataError
     try:
         metrics = runner.test()

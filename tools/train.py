@@ -2,7 +2,8 @@
 
     python tools/train.py configs/mask_rcnn_hiri_s_1x.py [--work-dir DIR]
         [--resume [CKPT|DIR] [--allow-fresh-start]] [--drop-unknown-categories]
-        [--amp] [--auto-scale-lr] [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+        [--amp [--amp-dtype fp16|bf16]] [--auto-scale-lr] [--cfg-options k=v ...]
+        [--launcher none|pytorch|slurm|mpi]
 """
 import argparse
 import os
@@ -33,7 +34,11 @@ def parse_args():
                         help='start a new run in a work dir that already holds checkpoints '
                         '(they are overwritten as the new run saves)')
     parser.add_argument('--amp', action='store_true',
-                        help='automatic mixed precision training (needs a GPU)')
+                        help='mixed precision training: fp16 with dynamic loss scaling on a GPU '
+                        '(mmengine AmpOptimWrapper), bf16 autocast on CPU')
+    parser.add_argument('--amp-dtype', choices=['fp16', 'bf16'],
+                        help='mixed precision dtype (implies --amp; default: fp16 on a GPU, '
+                        'bf16 on CPU, where fp16 is refused)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the learning rate with the total batch size')
     parser.add_argument('--no-validate', action='store_true',
@@ -55,16 +60,20 @@ def main():
     cfg = load_config(args.config, cfg_options=args.cfg_options)
     runner = build_runner(
         cfg, config_path=args.config, work_dir=args.work_dir, resume=args.resume,
-        amp=args.amp, auto_scale_lr=args.auto_scale_lr, no_validate=args.no_validate,
+        amp=args.amp, amp_dtype=args.amp_dtype, auto_scale_lr=args.auto_scale_lr,
+        no_validate=args.no_validate,
         launcher=args.launcher, overwrite=args.overwrite,
         allow_fresh_start=args.allow_fresh_start,
         drop_unknown_categories=args.drop_unknown_categories)
+    from mmhiri.models.backbones.base import NonFiniteInputError
     from mmhiri.utils.distributed import finish_distributed
     from mmhiri.utils.exact_resume import DataError
     try:
         runner.train()
     except DataError as e:
         raise SystemExit(f'error: {e.first_line()}') from None
+    except NonFiniteInputError as e:
+        raise SystemExit(f'error: {e}') from None
     finish_distributed()
 
 

@@ -106,9 +106,12 @@ class OnnxRuntimeEngine(nn.Module):
         self.input_name = self.session.get_inputs()[0].name
         self.precision = 'fp32'
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def run_one(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         outs = self.session.run(None, {self.input_name: _numpy(x)})
         return tuple(torch.from_numpy(o).to(x.device) for o in outs)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return _per_image(self.run_one, x)
 
 
 class OpenVINOEngine(nn.Module):
@@ -145,11 +148,22 @@ class OpenVINOEngine(nn.Module):
             self.compiled.popitem(last=False)
         return self.compiled[shape]
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def run_one(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         compiled, request = self._compiled(tuple(x.shape))
         result = request.infer({0: _numpy(x)})
         return tuple(torch.from_numpy(result[out].copy()).to(x.device)
                      for out in compiled.outputs)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        return _per_image(self.run_one, x)
+
+
+def _per_image(run, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    """The graph is exported for one image: a batch runs image by image."""
+    if x.shape[0] == 1:
+        return run(x)
+    outs = [run(x[i:i + 1]) for i in range(x.shape[0])]
+    return tuple(torch.cat(parts) for parts in zip(*outs))
 
 
 def _numpy(x: torch.Tensor):

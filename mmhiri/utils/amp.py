@@ -8,9 +8,18 @@
   dtype=torch.bfloat16)``. bf16 keeps fp32's exponent range, so no loss scaling is needed (and
   fp16, which would need it, is refused on CPU). Parameters, gradients and the optimizer state
   stay fp32; its state dict is the plain optimizer's, so a run resumes with or without it.
+
+Some ops the frameworks call inside the step have no bf16 CPU kernel: mmcv 2.1.0's CPU ``nms``
+and ``roi_align`` take fp32 only, and mmpose's ``to_numpy`` (its heads' accuracy) cannot
+convert bf16 (numpy has no bf16). :func:`install_cpu_autocast_fallbacks` - run when a CPU
+autocast wrapper is built, or ``tools/test.py --amp`` runs on CPU - gives them fp32 inputs
+(bf16 CPU tensors only; every other call is untouched), as their CUDA kernels accept half
+precision by themselves.
 """
+import functools
+import sys
 from contextlib import contextmanager
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from mmengine.optim import OptimWrapper
@@ -36,6 +45,7 @@ class CPUAutocastOptimWrapper(OptimWrapper):
                              f'needs loss scaling, which is for GPUs), got {dtype!r}')
         super().__init__(**kwargs)
         self.cast_dtype = torch.bfloat16
+        install_cpu_autocast_fallbacks()
 
     @contextmanager
     def optim_context(self, model):
@@ -66,3 +76,63 @@ def amp_optim_wrapper(optim_wrapper: dict, dtype: Optional[str], cuda: bool) -> 
                              'use --amp-dtype bf16 or run on a GPU')
         cfg.update(type='CPUAutocastOptimWrapper', dtype=AMP_DTYPES[dtype])
     return cfg
+
+
+def _bf16_cpu(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 and t.device.type == 'cpu'
+
+
+def _fp32_inputs(fn: Callable) -> Callable:
+    """``fn`` with its bf16 CPU tensor arguments cast to fp32 (outputs stay fp32; autograd
+    casts the gradients back)."""
+    if getattr(fn, '_mmhiri_fp32_inputs', False):
+        return fn
+
+    def cast(a):
+        if _bf16_cpu(a):
+            return a.float()
+        if isinstance(a, (list, tuple)) and any(_bf16_cpu(t) for t in a):
+            return type(a)(t.float() if _bf16_cpu(t) else t for t in a)
+        return a
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
+
+    wrapper._mmhiri_fp32_inputs = True
+    return wrapper
+
+
+def _replace_everywhere(original: Callable, new: Callable, prefixes) -> None:
+    """Point every loaded module of ``prefixes`` that holds ``original`` at ``new`` (modules
+    that imported the function by name keep their own reference)."""
+    for name, module in list(sys.modules.items()):
+        if module is None or not name.startswith(prefixes):
+            continue
+        for attr, value in list(vars(module).items()):
+            if value is original:
+                setattr(module, attr, new)
+
+
+_FALLBACKS_INSTALLED = False
+
+
+def install_cpu_autocast_fallbacks() -> None:
+    """fp32 inputs for the CPU ops without a bf16 kernel (mmcv's ``nms`` and ``roi_align``,
+    mmpose's ``to_numpy``), where those packages are installed. Idempotent."""
+    global _FALLBACKS_INSTALLED
+    if _FALLBACKS_INSTALLED:
+        return
+    prefixes = ('mmcv', 'mmdet', 'mmseg', 'mmpose', 'mmpretrain', 'mmhiri')
+    import importlib
+    for module_name, fn_name in (('mmcv.ops.nms', 'nms'), ('mmcv.ops.roi_align', 'roi_align'),
+                                 ('mmpose.utils.tensor_utils', 'to_numpy')):
+        try:
+            importlib.import_module(module_name.rsplit('.', 1)[0])
+            module = sys.modules.get(module_name) or importlib.import_module(module_name)
+        except ImportError:
+            continue
+        original = getattr(module, fn_name, None)
+        if callable(original):
+            _replace_everywhere(original, _fp32_inputs(original), prefixes)
+    _FALLBACKS_INSTALLED = True
