@@ -11,9 +11,6 @@ import torch
 from conftest import ROOT, run_script
 
 SCRIPT = 'tools/gpu_check.py'
-KNOWN_CPU_AMP_GAPS = (  # mmcv's CPU kernels and numpy have no bf16 (see test_cpu_tiny_run_passes)
-    'expected scalar type Float but found BFloat16 (at mmcv/ops/',
-    'Got unsupported ScalarType BFloat16 (at mmpose/utils/tensor_utils.py')
 
 
 def load_tool():
@@ -196,14 +193,9 @@ def test_cpu_tiny_report_has_every_section(cpu_tiny_run):
 
 @pytest.mark.slow
 def test_cpu_tiny_run_passes(cpu_tiny_run):
-    """Every check passes on CPU. Known gaps of `--amp` (bf16 autocast) on CPU, outside this
-    tool: mmcv 2.1.0's CPU nms / RoIAlign kernels take fp32 only, and mmpose's HeatmapHead
-    converts its bf16 heatmaps to numpy; those failures mark this test xfail, any other fails."""
+    """Every check passes on CPU, the bf16 training jobs included (mmcv's CPU nms / RoIAlign
+    and mmpose's to_numpy get fp32 inputs under CPU autocast: mmhiri/utils/amp.py)."""
     out, data = cpu_tiny_run
     failed = [c for c in data['checks'] if c['status'] == 'FAIL']
-    unknown = [c for c in failed if not any(k in c['reason'] for k in KNOWN_CPU_AMP_GAPS)]
-    assert not unknown, unknown
-    if failed:
-        pytest.xfail('CPU bf16 training gaps outside tools/gpu_check.py: '
-                     + '; '.join(f'{c["check"]}: {c["reason"]}' for c in failed))
+    assert not failed, failed
     assert out.returncode == 0

@@ -82,11 +82,19 @@ def _bf16_cpu(t) -> bool:
     return isinstance(t, torch.Tensor) and t.dtype == torch.bfloat16 and t.device.type == 'cpu'
 
 
-def _fp32_inputs(fn: Callable) -> Callable:
-    """``fn`` with its bf16 CPU tensor arguments cast to fp32 (outputs stay fp32; autograd
-    casts the gradients back)."""
+def _fp32_inputs(fn: Callable, restore: bool = True) -> Callable:
+    """``fn`` with its bf16 CPU tensor arguments cast to fp32; with ``restore``, its fp32
+    tensor outputs cast back to bf16 (what the CUDA kernels return for half inputs, so that
+    callers mixing them with other half tensors keep working; autograd casts gradients)."""
     if getattr(fn, '_mmhiri_fp32_inputs', False):
         return fn
+
+    def back(out):
+        if isinstance(out, torch.Tensor) and out.dtype == torch.float32:
+            return out.to(torch.bfloat16)
+        if isinstance(out, (list, tuple)):
+            return type(out)(back(o) for o in out)
+        return out
 
     def cast(a):
         if _bf16_cpu(a):
@@ -97,7 +105,12 @@ def _fp32_inputs(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        return fn(*map(cast, args), **{k: cast(v) for k, v in kwargs.items()})
+        new_args = [cast(a) for a in args]
+        new_kwargs = {k: cast(v) for k, v in kwargs.items()}
+        cast_any = any(a is not b for a, b in zip(new_args, args)) or \
+            any(new_kwargs[k] is not kwargs[k] for k in kwargs)
+        out = fn(*new_args, **new_kwargs)
+        return back(out) if cast_any and restore else out
 
     wrapper._mmhiri_fp32_inputs = True
     return wrapper
@@ -127,6 +140,7 @@ def install_cpu_autocast_fallbacks() -> None:
     import importlib
     for module_name, fn_name in (('mmcv.ops.nms', 'nms'), ('mmcv.ops.roi_align', 'roi_align'),
                                  ('mmpose.utils.tensor_utils', 'to_numpy')):
+        restore = fn_name != 'to_numpy'  # (numpy out)
         try:
             importlib.import_module(module_name.rsplit('.', 1)[0])
             module = sys.modules.get(module_name) or importlib.import_module(module_name)
@@ -134,5 +148,5 @@ def install_cpu_autocast_fallbacks() -> None:
             continue
         original = getattr(module, fn_name, None)
         if callable(original):
-            _replace_everywhere(original, _fp32_inputs(original), prefixes)
+            _replace_everywhere(original, _fp32_inputs(original, restore), prefixes)
     _FALLBACKS_INSTALLED = True
