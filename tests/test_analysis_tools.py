@@ -136,14 +136,37 @@ def test_two_stage_flops_do_not_depend_on_random_weights():
 
 def test_side_by_side_benchmark_smoke(tmp_path):
     out = run('tools/analysis/benchmark.py', '--side-by-side', '--only', 'HIRI-ViT-S', 'Swin-T',
-              '--sizes', '64', '--rounds', '1', '--threads', '1', '--json',
-              str(tmp_path / 's.json'), '--out', str(tmp_path / 's.md'))
+              '--sizes', '64', '--rounds', '1', '--threads', '1', '--engines', 'explicit',
+              'eager', 'runtime', 'openvino-bf16', '--json', str(tmp_path / 's.json'),
+              '--out', str(tmp_path / 's.md'))
     text = out.stdout
     assert 'malloc: MALLOC_MMAP_MAX_=0' in text  # re-executed with the tuned allocator
-    for variant in ('explicit', 'eager', 'deploy'):
-        assert re.search(rf'\| HIRI-ViT-S \| {variant} \| [\d.]+ \([\d.]+–[\d.]+\) \|', text)
+    assert re.search(r'Measured ceiling \(G multiply-adds/s\): fp32 \d+ \(conv \d+, matmul '
+                     r'\d+\), bf16 \d+', text), text
+    for engine in ('explicit', 'eager', 'runtime', 'openvino-bf16'):
+        assert re.search(rf'\| HIRI-ViT-S \| {engine} \| [\d.]+ \([\d.]+–[\d.]+\) '
+                         r'\[[\d.]+\] \|', text), engine
     assert re.search(r'\| Swin-T \| eager \| [\d.]+', text)
+    assert '| Swin-T | runtime |' not in text  # ours only
+    assert 'What `mmhiri.runtime.optimize` chose here' in text
     result = json.loads((tmp_path / 's.json').read_text())
-    assert set(result['throughput']) == {'HIRI-ViT-S|explicit|64', 'HIRI-ViT-S|eager|64',
-                                         'HIRI-ViT-S|deploy|64', 'Swin-T|eager|64'}
+    assert set(result['throughput']) == {
+        'HIRI-ViT-S|explicit|64', 'HIRI-ViT-S|eager|64', 'HIRI-ViT-S|runtime|64',
+        'HIRI-ViT-S|openvino-bf16|64', 'Swin-T|eager|64', 'Swin-T|openvino-bf16|64'}
+    assert result['dtypes']['HIRI-ViT-S|openvino-bf16|64'] == 'bf16'
     assert (tmp_path / 's.md').read_text().startswith('# Side-by-side benchmark')
+
+
+def test_benchmark_file_keeps_one_section_per_machine(tmp_path):
+    sys.path.insert(0, f'{ROOT}/tools/analysis')
+    from side_by_side import write_section
+    path = str(tmp_path / 'b.md')
+    a = dict(device='cpu', machine='CPU A', cpu_family='family 1 model 2', threads=2)
+    b = dict(device='cpu', machine='CPU B', cpu_family='family 3 model 4', threads=2)
+    write_section(path, a, '## CPU A, family 1 model 2, 2 threads\n\nfirst A')
+    write_section(path, b, '## CPU B, family 3 model 4, 2 threads\n\nB')
+    write_section(path, a, '## CPU A, family 1 model 2, 2 threads\n\nsecond A')
+    text = open(path).read()
+    assert text.startswith('# Side-by-side benchmark')
+    assert text.count('## CPU A') == 1 and 'second A' in text and 'first A' not in text
+    assert '## CPU B' in text and '\nB\n' in text

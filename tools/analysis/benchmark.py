@@ -4,7 +4,7 @@
         [--warmup K] [--repeats R] [--iters I] [--backbone-only] [--threads T] [--json FILE]
         [--cfg-options k=v ...]
     python tools/analysis/benchmark.py --side-by-side [...]   # ours vs Swin-T, PVTv2-B2,
-                                                              # ConvNeXt-T (side_by_side.py)
+                                                # ConvNeXt-T, engine by engine (side_by_side.py)
 
 What runs: the model built as ``get_flops.py`` builds it (no pretrained weights; random
 weights do not change the cost), in eval mode under ``torch.no_grad()``, called in
@@ -92,8 +92,12 @@ def parse_side_by_side(argv):
     parser.add_argument('--threads', type=int, default=2, help='torch CPU threads (default 2)')
     parser.add_argument('--device', choices=['cpu', 'cuda'])
     parser.add_argument('--amp', choices=['bf16', 'fp16'], help='autocast dtype (default fp32)')
+    parser.add_argument('--engines', nargs='+', default=list(side_by_side.DEFAULT_ENGINES),
+                        choices=list(side_by_side.ENGINES),
+                        help='engines to time (default: ' + ' '.join(
+                            side_by_side.DEFAULT_ENGINES) + ')')
     parser.add_argument('--compile', action='store_true',
-                        help='add torch.compile variants of our deploy models')
+                        help='add the torch.compile engine (same as listing "compiled")')
     parser.add_argument('--malloc', choices=['tuned', 'default'], default='tuned')
     parser.add_argument('--train-step', action='store_true',
                         help='add training-step time and peak memory at high resolution')
@@ -103,6 +107,8 @@ def parse_side_by_side(argv):
     parser.add_argument('--json', help='write the raw results here')
     args = parser.parse_args(argv)
     args.amp = {'bf16': 'bfloat16', 'fp16': 'float16'}.get(args.amp)
+    if args.compile and 'compiled' not in args.engines:
+        args.engines = list(args.engines) + ['compiled']
     import torch
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: no CUDA GPU is available to torch; use --device cpu')
