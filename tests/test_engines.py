@@ -113,3 +113,35 @@ def test_test_py_backend_argument_errors(demo_checkpoint, tmp_path):
         res = run_test_py(root, ckpt, tmp_path / 'w', *extra, check=False)
         assert res.returncode != 0
         assert msg in res.stderr.strip().splitlines()[-1], res.stderr[-1500:]
+
+
+@pytest.mark.slow
+def test_folded_checkpoint_round_trips_through_the_tools(demo_checkpoint, tmp_path):
+    """reparameterize_model.py folds a checkpoint; tools/test.py with
+    model.backbone.deploy=True loads it strictly and gives the unfolded model's predictions."""
+    root, ckpt = demo_checkpoint
+    folded = tmp_path / 'folded.pth'
+    out = run_script('tools/model_converters/reparameterize_model.py',
+                     'configs/demo/mask_rcnn_hiri_demo.py', str(ckpt), str(folded))
+    assert 'model.backbone.deploy=True' in out.stdout
+    state = torch.load(folded, weights_only=False)['state_dict']
+    assert not any(k.startswith('backbone.') and 'running_mean' in k and 'out_norm' not in k
+                   for k in state)
+    preds = {}
+    for name, path, extra in (('plain', ckpt, ()), ('folded', folded, (
+            'model.backbone.deploy=True', ))):
+        pkl = tmp_path / f'{name}.pkl'
+        data = f'{root}/data/instances'
+        run_script('tools/test.py', 'configs/demo/mask_rcnn_hiri_demo.py', str(path),
+                   '--work-dir', str(tmp_path / name), '--out', str(pkl), '--cfg-options',
+                   f'test_dataloader.dataset.data_root={data}/',
+                   f'test_evaluator.ann_file={data}/annotations/instances_val.json', *extra)
+        preds[name] = pickle.load(open(pkl, 'rb'))
+    for want, got in zip(preds['plain'], preds['folded']):
+        w, g = want['pred_instances'], got['pred_instances']
+        assert len(w['scores']) == len(g['scores'])
+        assert torch.allclose(w['scores'].sort().values, g['scores'].sort().values, atol=1e-4)
+    again = run_script('tools/model_converters/reparameterize_model.py',
+                       'configs/demo/mask_rcnn_hiri_demo.py', str(folded), str(tmp_path / 'x'),
+                       check=False)
+    assert again.returncode != 0 and 'does not fit' in again.stderr.strip().splitlines()[-1]
