@@ -41,16 +41,20 @@ def test_resume_picks_the_newest_complete_checkpoint_of_a_folder(tmp_path):
     assert choose_resume(str(run_dir / 'iter_2.pth'), 'unused') == str(run_dir / 'iter_2.pth')
 
 
-def test_resume_with_nothing_to_resume_stops_and_names_other_runs(tmp_path, capsys):
+def test_resume_with_nothing_to_resume_stops_and_names_other_runs(tmp_path, capsys,
+                                                                  monkeypatch):
     from mmhiri.utils.checkpointing import choose_resume
-    other = _checkpoint(tmp_path / 'work_dirs' / 'demo' / 'epoch_1.pth')
-    typo = tmp_path / 'work_dirs' / 'dmeo'
+    _checkpoint(tmp_path / 'runs' / 'demo' / 'epoch_1.pth')
+    typo = tmp_path / 'runs' / 'dmeo'
+    monkeypatch.chdir(tmp_path)
+    _checkpoint(tmp_path / 'work_dirs' / 'newer' / 'epoch_3.pth')  # newer, but not a sibling
     with pytest.raises(SystemExit) as e:
         choose_resume('auto', str(typo))
     assert e.value.code == (
         f"--resume: nothing to resume in '{typo}' (no such folder); checkpoints of other runs: "
-        f'{other}. Pass --resume PATH (a checkpoint or a folder of them), or add '
-        '--allow-fresh-start to start a new run when there is nothing to resume')
+        f'runs/demo/epoch_1.pth, work_dirs/newer/epoch_3.pth. Pass --resume PATH (a checkpoint '
+        'or a folder of them), or add --allow-fresh-start to start a new run when there is '
+        'nothing to resume')
     typo.mkdir()
     with pytest.raises(SystemExit, match=r"in '.*dmeo' \(no checkpoint in it\)"):
         choose_resume(str(typo), 'unused')
@@ -74,10 +78,12 @@ def test_resume_from_the_command_line(cls_config, tmp_path):  # noqa: F811
     out = run('tools/train.py', str(cls_config), '--work-dir', str(empty), '--resume',
               check=False)
     assert out.returncode != 0 and 'Traceback' not in out.stderr
-    assert out.stderr.strip().splitlines()[-1] == (
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(
         f"--resume: nothing to resume in '{empty}' (no such folder); checkpoints of other runs: "
-        f"{first / 'iter_2.pth'}. Pass --resume PATH (a checkpoint or a folder of them), or add "
-        '--allow-fresh-start to start a new run when there is nothing to resume')
+        f"{first / 'iter_2.pth'}") and last.endswith(
+        '. Pass --resume PATH (a checkpoint or a folder of them), or add --allow-fresh-start '
+        'to start a new run when there is nothing to resume'), last
     assert not empty.exists()
     out = run('tools/train.py', str(cls_config), '--work-dir', str(tmp_path / 'more'),
               '--resume', str(first), '--cfg-options', 'train_cfg.max_iters=3')

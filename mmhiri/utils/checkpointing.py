@@ -113,9 +113,10 @@ def find_resumable(work_dir: str) -> Tuple[Optional[str], List[str]]:
 
 def checkpoints_elsewhere(folder: str, limit: int = 3) -> List[str]:
     """The newest complete checkpoint of each other run next to ``folder`` (its sibling
-    folders) and under ``./work_dirs``, newest first, at most ``limit``."""
+    folders; newest first), then of those under ``./work_dirs``; at most ``limit``."""
     folder = osp.abspath(folder)
-    roots = {osp.dirname(folder), osp.abspath('work_dirs')}
+    parent = osp.dirname(folder)
+    roots = {parent, osp.abspath('work_dirs')}
     runs = {osp.join(r, d) for r in roots if osp.isdir(r) for d in os.listdir(r)}
     found = []
     for run in sorted(runs - {folder}):
@@ -123,9 +124,9 @@ def checkpoints_elsewhere(folder: str, limit: int = 3) -> List[str]:
                                or glob.glob(osp.join(run, '*.pth'))):
             ckpt, _ = find_resumable(run)
             if ckpt:
-                found.append(ckpt)
-    found.sort(key=osp.getmtime, reverse=True)
-    return [osp.relpath(p) if not osp.relpath(p).startswith('..') else p for p in found[:limit]]
+                found.append((osp.dirname(run) != parent, -osp.getmtime(ckpt), ckpt))
+    paths = [ckpt for *_, ckpt in sorted(found)[:limit]]
+    return [osp.relpath(p) if not osp.relpath(p).startswith('..') else p for p in paths]
 
 
 def choose_resume(resume: str, work_dir: str, allow_fresh: bool = False) -> Optional[str]:
