@@ -8,8 +8,8 @@ check it with onnxruntime against PyTorch at several sizes.
 
 The model is exported with ``torch.onnx.export(..., dynamo=True)`` at ``--shape``, with H and W
 marked dynamic, and optimised by onnxscript without its no-op rules (they would drop a 1e-8
-epsilon: see :func:`optimize_keeping_small_constants`); every size in ``--check-shapes`` (default: five, two of them odd) then runs in
-onnxruntime (CPU) and PyTorch (eval, fp32), and the script prints the largest absolute
+epsilon: see ``mmhiri.runtime.engines.optimize_keeping_small_constants``); every size in
+``--check-shapes`` (default: five, two of them odd) then runs in onnxruntime (CPU) and PyTorch (eval, fp32), and the script prints the largest absolute
 difference per output and both throughputs at the first size (batch 1, median of
 ``--repeats``). It exits non-zero if a difference exceeds ``--tolerance`` (1e-4). Needs the
 optional ``requirements/deploy.txt`` (installed by ``make setup``).
@@ -23,11 +23,12 @@ import time
 
 sys.path.insert(0, osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__)))))
 
-import torch.nn as nn  # noqa: E402
+from mmhiri.runtime.engines import (MAX_SIDE, MIN_SIDE, BackboneNeck,  # noqa: E402,F401
+                                    export_onnx, optimize_keeping_small_constants)
 
 DEFAULT_CHECKS = [(448, 448), (480, 640), (449, 611), (333, 517), (224, 224)]
 #: the sizes the exported graph's dynamic height and width may take (``torch.export.Dim``)
-SIDE_RANGE = (32, 8192)
+SIDE_RANGE = (MIN_SIDE, MAX_SIDE)
 
 
 def parse_args(argv=None):
@@ -133,58 +134,15 @@ def build(args):
 
 
 def deploy_for_export(backbone) -> None:
-    """``switch_to_deploy()`` (BatchNorms folded), with the layout left to onnxruntime:
-    channels-last weights and inputs would tie the exported sizes to guards on them."""
-    import torch
+    """``switch_to_deploy()``: the folded model (BatchNorms in the convolutions) is what
+    exports; how it then runs is the engine's."""
     backbone.switch_to_deploy()
-    backbone.to(memory_format=torch.contiguous_format)
-
-
-class BackboneNeck(nn.Module):
-    """backbone -> neck, as a detector's ``extract_feat``."""
-
-    def __init__(self, backbone, neck):
-        super().__init__()
-        self.backbone, self.neck = backbone, neck
-
-    def forward(self, x):
-        return tuple(self.neck(self.backbone(x)))
-
-
-def optimize_keeping_small_constants(program) -> bool:
-    """onnxscript's graph optimiser (constant folding, fusions: what ``torch.onnx.export``
-    runs by default) without its arithmetic no-op rules. Those drop ``x + c`` for any scalar
-    ``c`` within 1e-8 of zero, i.e. the Performer attention's ``denominator + 1e-8`` (ViTAE),
-    whose denominators reach 1e-6 (1e-3 output error). Returns False, leaving the graph as
-    exported (correct, slower in onnxruntime), if this onnxscript lays its rules out
-    differently."""
-    try:
-        from onnxscript import rewriter
-        from onnxscript.rewriter.rules.common import _no_op
-        default = rewriter._DEFAULT_REWRITE_RULES
-    except (ImportError, AttributeError):
-        return False
-    no_ops = set(map(id, _no_op.rules.rules))
-    rewriter._DEFAULT_REWRITE_RULES = tuple(r for r in default if id(r) not in no_ops)
-    try:
-        program.optimize()
-    finally:
-        rewriter._DEFAULT_REWRITE_RULES = default
-    return True
 
 
 def export(module, out, shape):
-    """torch.onnx.export with dynamic H and W; returns seconds taken."""
-    import torch
-    x = torch.rand(1, 3, *shape)
-    h = torch.export.Dim('height', min=SIDE_RANGE[0], max=SIDE_RANGE[1])
-    w = torch.export.Dim('width', min=SIDE_RANGE[0], max=SIDE_RANGE[1])
-    t0 = time.perf_counter()
-    program = torch.onnx.export(module, (x, ), dynamo=True, verbose=False, optimize=False,
-                                dynamic_shapes={'x': {2: h, 3: w}})
-    optimize_keeping_small_constants(program)
-    program.save(out)
-    return time.perf_counter() - t0
+    """torch.onnx.export with dynamic H and W (:func:`mmhiri.runtime.engines.export_onnx`);
+    returns seconds taken."""
+    return export_onnx(module, out, tuple(shape))
 
 
 def check(module, out, sizes, repeats=5, threads=2):
