@@ -231,14 +231,11 @@ def check_engine(backend: str, precision: str) -> None:
     """One clear error for an engine this environment lacks or a precision it does not run."""
     import importlib
 
-    from .runtime.engines import ENGINES, PRECISIONS
-    if backend not in ENGINES:
-        raise SystemExit(f'--backend must be pytorch or one of {ENGINES}, got {backend!r}')
-    if precision not in PRECISIONS:
-        raise SystemExit(f'--precision must be one of {PRECISIONS}, got {precision!r}')
-    if backend == 'onnxruntime' and precision != 'fp32':
-        raise SystemExit('--backend onnxruntime runs fp32 on CPU; bf16 is OpenVINO\'s '
-                         '(--backend openvino --precision bf16)')
+    from .runtime.engines import check_choice
+    try:
+        check_choice(backend, precision)
+    except ValueError as e:
+        raise SystemExit(f'--backend {backend} --precision {precision}: {e}') from None
     for pkg in ('onnx', 'onnxscript', backend):
         try:
             importlib.import_module(pkg)

@@ -76,26 +76,11 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 SECTIONS = ('ops', 'families', 'train')
 DTYPES = {'fp32': 'float32', 'fp16': 'float16', 'bf16': 'bfloat16'}
 
-# Tiny widths (same five stages / block types as the real models) for --tiny.
-TINY_HIRI = dict(channels=[8, 16, 16, 32, 32], depths=[1, 1, 1, 1, 1], expansions=[2, 2, 2, 2, 2],
-                 num_heads=[None, None, None, 2, 2],
-                 block_types=['hr', 'hr', 'cffn', 'transformer', 'transformer'],
-                 stem_channels=8, irds_a_expansion=2, irds_b_expansion=2)
-TINY_V2 = dict(embed_dims=[8, 8, 16, 32], token_dims=[8, 16, 32, 64], depths=[1, 1, 2, 1],
-               rc_heads=[1, 1, 2, 4], nc_heads=[1, 2, 4, 8], strides=[4, 2, 2, 2],
-               kernel_sizes=[7, 3, 3, 3], dilations=[[1, 2, 3, 4], [1, 2, 3], [1, 2], [1, 2]],
-               attn_types=['window', 'window', 'transformer', 'transformer'], mlp_ratio=4.,
-               rc_groups=[1, 2, 4, 8], nc_groups=[1, 4, 8, 16])
-TINY_V1 = dict(embed_dims=[8, 8, 16], token_dims=[8, 8, 32], depths=[0, 0, 2], nc_heads=[1, 1, 4],
-               strides=[4, 2, 2], kernel_sizes=[7, 3, 3],
-               dilations=[[1, 2, 3, 4], [1, 2, 3], [1, 2]],
-               rc_types=['performer', 'performer', None], rc_groups=[1, 1, 1], nc_groups=[1, 1, 8],
-               mlp_ratio=2.)
+# Tiny widths (same stages / block types as the real models) for --tiny.
 TINY_SWIN = dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 4])
 
 # (family, real arch, tiny arch, out_indices)
-FAMILIES = (('HIRIViT', 's', TINY_HIRI, None), ('ViTAEv2', 's', TINY_V2, None),
-            ('ViTAE', 't', TINY_V1, (-1, )))
+FAMILIES = (('HIRIViT', 's', None), ('ViTAEv2', 's', None), ('ViTAE', 't', (-1, )))
 FAMILY_INPUT = {False: (2, 3, 224, 288), True: (2, 3, 67, 93)}
 # (worst output cosine, all-gradient cosine, worst >=2-D weight gradient cosine)
 THRESHOLDS = {'fp32': (0.9999, 0.9995, 0.999), 'fp16': (0.99, 0.99, 0.98),
@@ -104,6 +89,13 @@ FP16_LOSS_SCALE = 1024.
 ZERO_GRAD_RMS = 5e-4  # of the median tensor's gradient RMS: zero in exact arithmetic
 
 TINY_SIZE = (128, 128)
+
+
+def _tiny(name):
+    """The tiny widths of family ``name`` (imported late: --device cpu hides the GPU from
+    torch before it is imported)."""
+    from mmhiri.models.tiny import TINY_ARCHS
+    return TINY_ARCHS[name]
 
 
 class CheckFailed(Exception):
@@ -501,7 +493,8 @@ def run_families(report: Report, device: str, tiny: bool):
     report.print(f'[families] forward + backward on {"x".join(map(str, shape))}, train mode, '
                  f'{"/".join(dtypes)} on {device}{tf32} vs fp32 on CPU; cosine thresholds: '
                  f'{limits}')
-    for name, arch, tiny_arch, out_indices in FAMILIES:
+    for name, arch, out_indices in FAMILIES:
+        tiny_arch = _tiny(name)
         state = {}
 
         def reference():
@@ -555,8 +548,8 @@ def _prepare_det(cfg, data, tiny, batch, swin):
             m.backbone.update(TINY_SWIN)
             chans = [TINY_SWIN['embed_dims'] * 2 ** i for i in range(4)]
         else:
-            m.backbone.arch = TINY_HIRI
-            chans = TINY_HIRI['channels'][1:]
+            m.backbone.arch = _tiny('HIRIViT')
+            chans = _tiny('HIRIViT')['channels'][1:]
         m.neck.update(in_channels=chans, out_channels=32)
         m.rpn_head.update(in_channels=32, feat_channels=32)
         r = m.roi_head
@@ -576,8 +569,8 @@ def _prepare_seg(cfg, data, tiny, batch):
     m = cfg.model
     m.backbone.init_cfg = None
     if tiny:
-        c = TINY_HIRI['channels']
-        m.backbone.arch = TINY_HIRI
+        c = _tiny('HIRIViT')['channels']
+        m.backbone.arch = _tiny('HIRIViT')
         m.decode_head.update(in_channels=c[1:], channels=32)
         m.auxiliary_head.update(in_channels=c[3], channels=16)
         m.data_preprocessor.size = TINY_SIZE
@@ -597,8 +590,8 @@ def _prepare_pose(cfg, data, tiny, batch):
     m.backbone.init_cfg = None
     m.head.out_channels = len(KEYPOINTS)
     if tiny:
-        c = TINY_HIRI['channels']
-        m.backbone.arch = TINY_HIRI
+        c = _tiny('HIRIViT')['channels']
+        m.backbone.arch = _tiny('HIRIViT')
         m.head.update(in_channels=c[-1], deconv_out_channels=(32, 32, 32))
         stride = m.head.decoder.input_size[0] // m.head.decoder.heatmap_size[0]
         codec = dict(m.head.decoder, input_size=TINY_SIZE,
@@ -619,8 +612,8 @@ def _prepare_cls(cfg, data, tiny, batch):
     m = cfg.model
     m.backbone.init_cfg = None
     if tiny:
-        c = TINY_HIRI['channels']
-        m.backbone.arch = TINY_HIRI
+        c = _tiny('HIRIViT')['channels']
+        m.backbone.arch = _tiny('HIRIViT')
         m.head.update(in_channels=c[-1], mid_channels=[2 * c[-1]])
         _set_transform(pipeline, 'RandomResizedCrop', scale=64)
 
@@ -832,14 +825,8 @@ def environment(device):
 
 
 def _cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from mmhiri.utils.machine import cpu_name
+    return cpu_name()
 
 
 def _header(env, device):

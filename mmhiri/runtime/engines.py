@@ -170,12 +170,9 @@ def _numpy(x: torch.Tensor):
     return x.detach().to('cpu', torch.float32).contiguous().numpy()
 
 
-def build_engine(module: nn.Module, engine: str, precision: str = 'fp32',
-                 work_dir: str = '.', name: str = 'model', shape: Sequence[int] = (448, 448),
-                 threads: Optional[int] = None, log=print) -> nn.Module:
-    """Fold ``module``'s backbones (``switch_to_deploy``), export it to
-    ``work_dir/name.onnx`` with dynamic H and W, and load that into ``engine``.
-    Returns the engine as a module returning a tuple of tensors."""
+def check_choice(engine: str, precision: str) -> None:
+    """``ValueError`` naming the valid choices for an unknown engine or precision, or a
+    precision the engine does not run."""
     if engine not in ENGINES:
         raise ValueError(f'engine must be one of {ENGINES}, got {engine!r}')
     if precision not in PRECISIONS:
@@ -183,6 +180,15 @@ def build_engine(module: nn.Module, engine: str, precision: str = 'fp32',
     if engine == 'onnxruntime' and precision != 'fp32':
         raise ValueError('onnxruntime runs fp32 on CPU here; bf16 is an OpenVINO precision '
                          '(use --backend openvino --precision bf16)')
+
+
+def build_engine(module: nn.Module, engine: str, precision: str = 'fp32',
+                 work_dir: str = '.', name: str = 'model', shape: Sequence[int] = (448, 448),
+                 threads: Optional[int] = None, log=print) -> nn.Module:
+    """Fold ``module``'s backbones (``switch_to_deploy``), export it to
+    ``work_dir/name.onnx`` with dynamic H and W, and load that into ``engine``.
+    Returns the engine as a module returning a tuple of tensors."""
+    check_choice(engine, precision)
     from .optimize import backbones_of
     module.eval()
     for backbone in backbones_of(module):

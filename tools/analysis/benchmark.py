@@ -30,7 +30,6 @@ it (allocator reuse and earlier peaks make it a lower bound).
 import argparse
 import json
 import os.path as osp
-import platform
 import resource
 import statistics
 import sys
@@ -120,14 +119,8 @@ def parse_side_by_side(argv):
 
 
 def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    from mmhiri.utils.machine import cpu_name as name
+    return name()
 
 
 def maxrss_mib():

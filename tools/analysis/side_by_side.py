@@ -88,25 +88,6 @@ def apply_malloc(mode):
     os.execve(sys.executable, [sys.executable] + sys.argv, env)
 
 
-def cpu_info():
-    """(model name, 'family F model M') from /proc/cpuinfo (platform's guess elsewhere)."""
-    fields = {}
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if ':' in line:
-                    k, v = (s.strip() for s in line.split(':', 1))
-                    fields.setdefault(k, v)
-    except OSError:
-        pass
-    name = fields.get('model name') or platform.processor() or platform.machine()
-    fam = f'family {fields["cpu family"]} model {fields["model"]}' \
-        if 'cpu family' in fields and 'model' in fields else ''
-    flags = fields.get('flags', '').split()
-    bf16 = [f for f in ('avx512_bf16', 'amx_bf16') if f in flags]
-    return name, fam, bf16
-
-
 def build_backbone(name, fused=True):
     """The backbone of ``MODELS[name]``'s config, eval mode, random weights."""
     from mmhiri.apis import build_in_scope, load_config
@@ -386,6 +367,7 @@ def run(args):
         print(f'{len(cases)} cases, {args.rounds} interleaved rounds', flush=True)
         times = timed_rounds(cases, args.rounds, device, args.amp)
     thr = {k: sorted(1 / t for t in v) for k, v in times.items()}
+    from mmhiri.utils.machine import cpu_info
     name_, fam, bf16 = cpu_info()
     from mmhiri.runtime import report as runtime_report
     choices = {n: runtime_report(cases[(n, 'runtime', args.sizes[0])][0].fn)
