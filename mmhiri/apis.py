@@ -11,6 +11,7 @@ from typing import Optional
 
 from mmengine.config import Config
 from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 
 # mmengine's `pkg::` config lookup imports pkg_resources, which setuptools 80 (the newest that
 # has it, see requirements/runtime_setuptools.txt) marks deprecated on every run.
@@ -244,6 +245,23 @@ def check_engine(backend: str, precision: str) -> None:
                              'which make setup installs)') from None
 
 
+@HOOKS.register_module()
+class FP32PredictionsHook(Hook):
+    """``tools/test.py --amp`` on CPU: the predictions the model returns under bf16 autocast
+    reach the metric in fp32 (the frameworks' metrics convert them to numpy, which has no
+    bf16; on CUDA, fp16 converts as it is)."""
+
+    def before_test(self, runner) -> None:
+        from .utils.amp import to_fp32
+        model = getattr(runner.model, 'module', runner.model)
+        test_step = model.test_step
+
+        def fp32_test_step(data):
+            return to_fp32(test_step(data))
+
+        model.test_step = fp32_test_step
+
+
 class EngineHook(Hook):
     """``tools/test.py --backend``: once the Runner has loaded the checkpoint, the model's
     backbone and neck are folded, exported to ONNX and run by the engine (ONNX Runtime or
@@ -287,6 +305,8 @@ def apply_amp(cfg: Config, dtype: Optional[str], for_test: bool) -> None:
         if not cuda:
             from .utils.amp import install_cpu_autocast_fallbacks
             install_cpu_autocast_fallbacks()
+            cfg.custom_hooks = [*(cfg.get('custom_hooks') or []),
+                                dict(type='FP32PredictionsHook')]
         return
     try:
         cfg.optim_wrapper = amp_optim_wrapper(dict(cfg.optim_wrapper), dtype, cuda)

@@ -150,3 +150,21 @@ def install_cpu_autocast_fallbacks() -> None:
         if callable(original):
             _replace_everywhere(original, _fp32_inputs(original, restore), prefixes)
     _FALLBACKS_INSTALLED = True
+
+
+def to_fp32(obj):
+    """``obj`` with every bf16 tensor in it as fp32: tensors, lists, tuples, dicts and
+    mmengine data elements (``DetDataSample``, ``InstanceData``, ...), in place for the latter.
+    The frameworks' metrics turn predictions into numpy arrays, which have no bf16."""
+    from mmengine.structures import BaseDataElement
+    if isinstance(obj, torch.Tensor):
+        return obj.float() if obj.dtype == torch.bfloat16 else obj
+    if isinstance(obj, BaseDataElement):
+        for key, value in list(obj.items()):
+            setattr(obj, key, to_fp32(value))
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_fp32(o) for o in obj)
+    if isinstance(obj, dict):
+        return {k: to_fp32(v) for k, v in obj.items()}
+    return obj
