@@ -275,3 +275,21 @@ def test_cuda_optimized_and_compiled_match_cpu(name, dtype):
                 outs = m(x.cuda())
             for a, b in zip(outs, ref):
                 assert cosine(a.float().cpu(), b) > 0.99
+
+
+def test_predictions_reach_the_metrics_in_fp32():
+    """tools/test.py --amp on CPU: bf16 predictions become fp32 before the metrics convert
+    them to numpy (labels and other non-bf16 fields untouched)."""
+    from mmdet.structures import DetDataSample
+    from mmengine.structures import InstanceData
+
+    from mmhiri.utils.amp import to_fp32
+    sample = DetDataSample()
+    sample.pred_instances = InstanceData(
+        bboxes=torch.rand(3, 4, dtype=torch.bfloat16),
+        scores=torch.rand(3, dtype=torch.bfloat16), labels=torch.tensor([0, 2, 1]))
+    out = to_fp32([sample])
+    inst = out[0].pred_instances
+    assert inst.bboxes.dtype == inst.scores.dtype == torch.float32
+    assert inst.labels.dtype == torch.int64
+    assert inst.bboxes.numpy().shape == (3, 4)
