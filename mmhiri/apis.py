@@ -152,6 +152,7 @@ def build_runner(cfg: Config,
 
     import mmhiri  # noqa: F401  (registers our models; allows safe checkpoint loading)
 
+    check_backend_args(backend, precision, deploy, for_test)
     cfg.launcher = launcher
     if work_dir is not None:
         cfg.work_dir = work_dir
@@ -214,18 +215,25 @@ def build_runner(cfg: Config,
         deployable_backbone(runner.model)  # refuse now, not after the checkpoint loads
         runner.register_hook(DeployHook())
     if backend != 'pytorch':
-        if not for_test:
-            raise SystemExit('--backend is for testing: training runs in PyTorch')
-        if deploy:
-            raise SystemExit('--backend runs the folded backbone in its engine; --deploy is '
-                             "PyTorch's deploy mode: pass one of them")
-        check_engine(backend, precision)
         deployable_backbone(runner.model)
         runner.register_hook(EngineHook(backend, precision, cfg.work_dir))
-    elif precision != 'fp32':
-        raise SystemExit('--precision selects the engine precision of --backend openvino; '
-                         'for PyTorch mixed precision pass --amp')
     return runner
+
+
+def check_backend_args(backend: str, precision: str, deploy: bool, for_test: bool) -> None:
+    """``--backend`` / ``--precision`` / ``--deploy`` that do not go together stop before
+    anything is built, with one line."""
+    if backend == 'pytorch':
+        if precision != 'fp32':
+            raise SystemExit('--precision selects the engine precision of --backend openvino; '
+                             'for PyTorch mixed precision pass --amp')
+        return
+    if not for_test:
+        raise SystemExit('--backend is for testing: training runs in PyTorch')
+    if deploy:
+        raise SystemExit('--backend runs the folded backbone in its engine; --deploy is '
+                         "PyTorch's deploy mode: pass one of them")
+    check_engine(backend, precision)
 
 
 def check_engine(backend: str, precision: str) -> None:

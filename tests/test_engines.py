@@ -76,47 +76,67 @@ def demo_checkpoint(tmp_path_factory):
     return root, path
 
 
-def run_test_py(root, ckpt, work, *extra, check=True):
+def run_test_py(root, ckpt, work, *extra, cfg=(), check=True):
     data = f'{root}/data/instances'
     return run_script('tools/test.py', 'configs/demo/mask_rcnn_hiri_demo.py', str(ckpt),
                       '--work-dir', str(work), *extra, '--cfg-options',
                       f'test_dataloader.dataset.data_root={data}/',
-                      f'test_evaluator.ann_file={data}/annotations/instances_val.json',
+                      f'test_evaluator.ann_file={data}/annotations/instances_val.json', *cfg,
                       check=check)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize('backend', ['onnxruntime', 'openvino'])
-def test_test_py_backend_gives_pytorch_predictions(demo_checkpoint, backend, tmp_path):
+def predict(root, ckpt, work, *extra, cfg=()):
+    """tools/test.py on the demo scenes; the raw predictions it dumps (--out)."""
+    out = work / 'preds.pkl'
+    res = run_test_py(root, ckpt, work, '--out', str(out), *extra, cfg=cfg)
+    return pickle.load(open(out, 'rb')), res.stdout + res.stderr
+
+
+@pytest.fixture(scope='module')
+def pytorch_predictions(demo_checkpoint, tmp_path_factory):
     root, ckpt = demo_checkpoint
-    preds = {}
-    for b in ('pytorch', backend):
-        out = tmp_path / f'{b}.pkl'
-        res = run_test_py(root, ckpt, tmp_path / b, '--backend', b, '--out', str(out))
-        if b != 'pytorch':
-            assert f'backbone + neck run by {b}' in res.stdout + res.stderr
-        preds[b] = pickle.load(open(out, 'rb'))
-    assert len(preds['pytorch']) == len(preds[backend]) == 3
-    for want, got in zip(preds['pytorch'], preds[backend]):
-        w, g = want['pred_instances'], got['pred_instances']
+    return predict(root, ckpt, tmp_path_factory.mktemp('pytorch'))[0]
+
+
+def same_predictions(want, got, atol):
+    assert len(want) == len(got) == 3
+    for w, g in zip(want, got):
+        w, g = w['pred_instances'], g['pred_instances']
         assert len(w['scores']) == len(g['scores'])
-        assert torch.allclose(w['scores'].sort().values, g['scores'].sort().values, atol=1e-3)
+        assert torch.allclose(w['scores'].sort().values, g['scores'].sort().values, atol=atol)
+
+
+@pytest.mark.slow
+def test_test_py_backend_gives_pytorch_predictions(demo_checkpoint, pytorch_predictions,
+                                                    tmp_path):
+    """tools/test.py --backend openvino: the backbone + neck run by OpenVINO (f32), the heads
+    in PyTorch; the predictions are PyTorch's (ONNX Runtime's features: the test above)."""
+    root, ckpt = demo_checkpoint
+    preds, log = predict(root, ckpt, tmp_path, '--backend', 'openvino')
+    assert 'backbone + neck run by openvino' in log
+    same_predictions(pytorch_predictions, preds, 1e-3)
 
 
 def test_test_py_backend_argument_errors(demo_checkpoint, tmp_path):
-    root, ckpt = demo_checkpoint
-    for extra, msg in [
-        (['--backend', 'onnxruntime', '--precision', 'bf16'], 'runs fp32 on CPU'),
-        (['--precision', 'bf16'], 'for PyTorch mixed precision pass --amp'),
-        (['--backend', 'openvino', '--deploy'], 'pass one of them'),
+    from mmhiri.apis import check_backend_args
+    for args, msg in [
+        (('onnxruntime', 'bf16', False, True), 'runs fp32 on CPU'),
+        (('pytorch', 'bf16', False, True), 'for PyTorch mixed precision pass --amp'),
+        (('openvino', 'fp32', True, True), 'pass one of them'),
+        (('openvino', 'fp32', False, False), 'training runs in PyTorch'),
+        (('tensorrt', 'fp32', False, True), 'engine must be one of'),
     ]:
-        res = run_test_py(root, ckpt, tmp_path / 'w', *extra, check=False)
-        assert res.returncode != 0
-        assert msg in res.stderr.strip().splitlines()[-1], res.stderr[-1500:]
+        with pytest.raises(SystemExit, match=msg):
+            check_backend_args(*args)
+    root, ckpt = demo_checkpoint  # the command line stops before building anything
+    res = run_test_py(root, ckpt, tmp_path / 'w', '--backend', 'openvino', '--deploy',
+                      check=False)
+    assert res.returncode != 0 and 'pass one of them' in res.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.slow
-def test_folded_checkpoint_round_trips_through_the_tools(demo_checkpoint, tmp_path):
+def test_folded_checkpoint_round_trips_through_the_tools(demo_checkpoint, pytorch_predictions,
+                                                          tmp_path):
     """reparameterize_model.py folds a checkpoint; tools/test.py with
     model.backbone.deploy=True loads it strictly and gives the unfolded model's predictions."""
     root, ckpt = demo_checkpoint
@@ -127,20 +147,9 @@ def test_folded_checkpoint_round_trips_through_the_tools(demo_checkpoint, tmp_pa
     state = torch.load(folded, weights_only=False)['state_dict']
     assert not any(k.startswith('backbone.') and 'running_mean' in k and 'out_norm' not in k
                    for k in state)
-    preds = {}
-    for name, path, extra in (('plain', ckpt, ()), ('folded', folded, (
-            'model.backbone.deploy=True', ))):
-        pkl = tmp_path / f'{name}.pkl'
-        data = f'{root}/data/instances'
-        run_script('tools/test.py', 'configs/demo/mask_rcnn_hiri_demo.py', str(path),
-                   '--work-dir', str(tmp_path / name), '--out', str(pkl), '--cfg-options',
-                   f'test_dataloader.dataset.data_root={data}/',
-                   f'test_evaluator.ann_file={data}/annotations/instances_val.json', *extra)
-        preds[name] = pickle.load(open(pkl, 'rb'))
-    for want, got in zip(preds['plain'], preds['folded']):
-        w, g = want['pred_instances'], got['pred_instances']
-        assert len(w['scores']) == len(g['scores'])
-        assert torch.allclose(w['scores'].sort().values, g['scores'].sort().values, atol=1e-4)
+    preds, _ = predict(root, folded, tmp_path / 'folded',
+                       cfg=('model.backbone.deploy=True', ))
+    same_predictions(pytorch_predictions, preds, 1e-4)
     again = run_script('tools/model_converters/reparameterize_model.py',
                        'configs/demo/mask_rcnn_hiri_demo.py', str(folded), str(tmp_path / 'x'),
                        check=False)
