@@ -326,18 +326,12 @@ def check_weights(cfg, weights):
     """Stop with one message unless ``weights`` is a readable checkpoint whose tensors fit the
     model ``cfg`` builds (``mmhiri.apis.check_checkpoint_fits``, every tensor). Returns the
     checkpoint's ``meta`` dict."""
-    import torch
-
     from mmhiri.apis import build_in_scope, check_checkpoint_fits
+    from mmhiri.utils.safe_load import load_without_copy
     if not osp.isfile(weights):
         raise SystemExit(f'checkpoint not found: {weights!r}')
     try:  # torch.load (mmhiri allows mmengine's classes): the meta, without a log line
-        try:
-            ckpt = torch.load(weights, map_location='cpu', mmap=True)
-        except RuntimeError as e:
-            if 'mmap can only be used' not in str(e):
-                raise
-            ckpt = torch.load(weights, map_location='cpu')  # the legacy format
+        ckpt = load_without_copy(weights)
     except Exception as e:  # noqa: BLE001
         refused = [ln.strip() for ln in str(e).splitlines() if 'Unsupported global' in ln]
         if refused:

@@ -211,13 +211,9 @@ class ExactResumeHook(Hook):
 def recorded_seed(checkpoint: str) -> Optional[int]:
     """The seed the run that wrote ``checkpoint`` used (mmengine records it in ``meta.seed``,
     drawn or configured), or None if the file does not say."""
+    from mmhiri.utils.safe_load import load_without_copy
     try:
-        try:
-            ckpt = torch.load(checkpoint, map_location='cpu', mmap=True)
-        except RuntimeError as e:
-            if 'mmap can only be used' not in str(e):
-                raise
-            ckpt = torch.load(checkpoint, map_location='cpu')  # the legacy format
+        ckpt = load_without_copy(checkpoint)
     except Exception:  # noqa: BLE001  (an unreadable file is reported when it is loaded)
         return None
     seed = ((ckpt.get('meta') if isinstance(ckpt, dict) else None) or {}).get('seed')

@@ -67,3 +67,14 @@ def allow_mmengine_checkpoints() -> list:
     objs = [obj for obj in (_resolve(m, n) for m, n in SAFE_GLOBALS) if obj is not None]
     torch.serialization.add_safe_globals(objs)
     return objs
+
+
+def load_without_copy(path: str):
+    """``torch.load`` of ``path`` onto the CPU, memory-mapped where the file's format allows it
+    (reading ``meta`` then does not read every tensor), else read whole (the legacy format)."""
+    try:
+        return torch.load(path, map_location='cpu', mmap=True)
+    except RuntimeError as e:
+        if 'mmap can only be used' not in str(e):
+            raise
+        return torch.load(path, map_location='cpu')
