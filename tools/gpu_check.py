@@ -121,9 +121,7 @@ def _whole_number(minimum):
         except ValueError:
             raise argparse.ArgumentTypeError(f'expected a whole number, got {text!r}')
         if value < minimum:
-            raise argparse.ArgumentTypeError(
-                f'must be at least 1, got {value}' if minimum == 1 else
-                f'must be {minimum} or more, got {value}')
+            raise argparse.ArgumentTypeError(f'must be at least {minimum}, got {value}')
         return value
     return parse
 
