@@ -170,3 +170,41 @@ def test_benchmark_file_keeps_one_section_per_machine(tmp_path):
     assert text.startswith('# Side-by-side benchmark')
     assert text.count('## CPU A') == 1 and 'second A' in text and 'first A' not in text
     assert '## CPU B' in text and '\nB\n' in text
+
+
+def test_side_by_side_bound_rows_and_rendering_a_saved_run(tmp_path):
+    """The HIRI-ViT-S ÷ Swin-T ratio splits into multiply-adds x efficiency, and a saved run
+    renders again (nothing measured) into its machine's section."""
+    sys.path.insert(0, f'{ROOT}/tools/analysis')
+    import side_by_side
+    thr = {'HIRI-ViT-S|openvino-bf16|448': 20.0, 'Swin-T|openvino-bf16|224': 25.0,
+           'HIRI-ViT-S|eager|448': 7.0, 'Swin-T|eager|224': 7.5}
+    result = dict(
+        device='cpu', machine='CPU A', cpu_family='family 1 model 2', cpu_bf16=['avx512_bf16'],
+        threads=2, amp=None, malloc={}, versions={'torch': 'x'}, rounds=1, argv=['--rounds', '1'],
+        ceiling=dict(fp32=100., fp32_conv=100., fp32_matmul=80., bf16=200., bf16_conv=200.,
+                     bf16_matmul=190.),
+        gmacs={'HIRI-ViT-S': {'448': 5.0}, 'Swin-T': {'224': 4.5}},
+        dtypes={'HIRI-ViT-S|openvino-bf16|448': 'bf16', 'Swin-T|openvino-bf16|224': 'bf16'},
+        throughput={k: dict(median=v, min=v, max=v) for k, v in thr.items()})
+    rows = {r[0]: r for r in side_by_side.bound_rows(result)}
+    e, hi, lo, measured, macs, eff, need = rows['openvino-bf16']
+    assert (hi, lo) == (448, 224) and measured == pytest.approx(0.8)
+    assert macs == pytest.approx(0.9)  # 4.5 / 5.0
+    # fractions: HIRI 20 * 5 / 200 = 0.5, Swin 25 * 4.5 / 200 = 0.5625
+    assert eff == pytest.approx(0.5 / 0.5625) and measured == pytest.approx(macs * eff)
+    assert need == pytest.approx(0.5625 * side_by_side.TARGET_RATIO / 0.9)
+    assert rows['eager'][6] == pytest.approx(7.5 * 4.5 / 100 * 1.25 / 0.9)  # fp32 ceiling
+
+    saved = tmp_path / 'r.json'
+    saved.write_text(json.dumps(result))
+    out = run('tools/analysis/benchmark.py', '--side-by-side', '--report-from', str(saved),
+              '--out', str(tmp_path / 'b.md'))
+    text = (tmp_path / 'b.md').read_text()
+    assert text.count('## CPU A, family 1 model 2, 2 threads') == 1
+    assert f'--report-from {saved}' in text and 'the figures are that run' in text
+    assert '| openvino-bf16 | 448² ÷ 224² | 0.80 | 0.90 | 0.89 | 0.78 |' in text, text
+    assert '| HIRI-ViT-S | openvino-bf16 | – | 20.00 (20.00–20.00) [0.50] |' in out.stdout
+    missing = run('tools/analysis/benchmark.py', '--side-by-side', '--report-from',
+                  str(tmp_path / 'none.json'), check=False)
+    assert missing.returncode == 2 and "--report-from: no file" in missing.stderr

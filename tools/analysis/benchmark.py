@@ -104,7 +104,12 @@ def parse_side_by_side(argv):
                         help='a subset of the models')
     parser.add_argument('--out', help='write the markdown report here too')
     parser.add_argument('--json', help='write the raw results here')
+    parser.add_argument('--report-from', metavar='JSON',
+                        help='measure nothing: print (and with --out, write) the report of '
+                        'a run saved with --json')
     args = parser.parse_args(argv)
+    if args.report_from and not osp.isfile(args.report_from):
+        parser.error(f'--report-from: no file {args.report_from!r} (a --json result file)')
     args.amp = {'bf16': 'bfloat16', 'fp16': 'float16'}.get(args.amp)
     if args.compile and 'compiled' not in args.engines:
         args.engines = list(args.engines) + ['compiled']

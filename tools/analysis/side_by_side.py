@@ -4,6 +4,7 @@
         [--threads 2] [--engines eager runtime onnxruntime openvino openvino-bf16 ...]
         [--device cpu|cuda] [--amp bf16|fp16] [--malloc tuned|default] [--train-step]
         [--only NAME ...] [--out docs/benchmark.md] [--json FILE]
+    python tools/analysis/benchmark.py --side-by-side --report-from FILE [--out FILE]
 
 Every model is built from its stock detection config (``init_cfg`` dropped: random weights do
 not change the cost) and every case is timed **in one process, in interleaved rounds**: each
@@ -326,7 +327,22 @@ def check_engines(engines, device):
     return engines
 
 
+def render_saved(path, out=None):
+    """The report of a run saved with ``--json``, re-rendered by this version of the tool
+    (nothing is measured); written as that machine's section of ``out`` too."""
+    with open(path) as f:
+        result = json.load(f)
+    result['rendered_from'] = os.path.relpath(path, ROOT) if path.startswith(ROOT) else path
+    text = report(result)
+    print(text)
+    if out:
+        write_section(out, result, text)
+    return result
+
+
 def run(args):
+    if args.report_from:
+        return render_saved(args.report_from, args.out)
     import torch
     apply_malloc(args.malloc)
     sys.path.insert(0, ROOT)
@@ -421,7 +437,7 @@ def ratio_rows(result):
     engines = sorted({k.split('|')[1] for k in t}, key=ENGINES.index)
     rows = []
     for e in engines:
-        for hi, lo in ((448, 224), (896, 448)):
+        for hi, lo in PAIRS:
             a, b = f'HIRI-ViT-S|{e}|{hi}', f'Swin-T|{e}|{lo}'
             if a in t and b in t:
                 rows.append((f'HIRI-ViT-S {e} at {hi} ÷ Swin-T {e} at {lo}', a, b))
@@ -443,6 +459,44 @@ def ratio_rows(result):
     return rows
 
 
+# The README's HIRI-ViT-S-at-2x ÷ Swin-T comparison and the ratio it is measured against
+PAIRS = ((448, 224), (896, 448))
+TARGET_RATIO = 1.25
+
+
+def fraction(result, key):
+    """Median multiply-adds per second of case ``key`` ('model|engine|size') as a fraction of
+    the ceiling of its precision, or None without a ceiling or a multiply-add count."""
+    name, _, size = key.split('|')
+    g = (result.get('gmacs') or {}).get(name, {}).get(size)
+    peaks = result.get('ceiling') or {}
+    r = result['throughput'].get(key)
+    if not (g and peaks and r):
+        return None
+    return r['median'] * g / peaks[(result.get('dtypes') or {}).get(key, 'fp32')]
+
+
+def bound_rows(result):
+    """Per engine and pair of sizes: the measured HIRI-ViT-S ÷ Swin-T throughput ratio as
+    (Swin-T's multiply-adds ÷ HIRI-ViT-S's, the ratio at equal efficiency) x (HIRI-ViT-S's
+    fraction of the ceiling ÷ Swin-T's), and the fraction HIRI-ViT-S would need for
+    ``TARGET_RATIO`` at Swin-T's measured one. Tuples (engine, hi, lo, measured, macs ratio,
+    efficiency ratio, needed fraction)."""
+    t, g = result['throughput'], result.get('gmacs') or {}
+    engines = sorted({k.split('|')[1] for k in t}, key=ENGINES.index)
+    rows = []
+    for e in engines:
+        for hi, lo in PAIRS:
+            a, b = f'HIRI-ViT-S|{e}|{hi}', f'Swin-T|{e}|{lo}'
+            fa, fb = fraction(result, a), fraction(result, b)
+            if fa is None or fb is None:
+                continue
+            macs = g['Swin-T'][str(lo)] / g['HIRI-ViT-S'][str(hi)]
+            rows.append((e, hi, lo, t[a]['median'] / t[b]['median'], macs, fa / fb,
+                         fb * TARGET_RATIO / macs))
+    return rows
+
+
 def report(result):
     t = result['throughput']
     sizes = sorted({int(k.split('|')[2]) for k in t})
@@ -456,6 +510,9 @@ def report(result):
         '`tools/analysis/side_by_side.py`). Device: ' + result['device'] + amp + '; '
         + ', '.join(f'{k} {v}' for k, v in result['versions'].items()) + '.',
     ]
+    if result.get('rendered_from'):
+        lines.append(f'Rendered again from that run\'s saved results (`--report-from '
+                     f'{result["rendered_from"]}`): the figures are that run\'s.')
     if result['device'] == 'cpu':
         lines.append(
             f'CPU: {result["machine"]} ({result.get("cpu_family") or "family unknown"}; bf16 '
@@ -488,10 +545,9 @@ def report(result):
                 cells.append('–')
                 continue
             cell = f'{r["median"]:.2f} ({r["min"]:.2f}–{r["max"]:.2f})'
-            g = (result.get('gmacs') or {}).get(name, {}).get(str(s))
-            dtype = (result.get('dtypes') or {}).get(f'{name}|{engine}|{s}', 'fp32')
-            if peaks and g:
-                cell += f' [{r["median"] * g / peaks[dtype]:.2f}]'
+            f = fraction(result, f'{name}|{engine}|{s}')
+            if f is not None:
+                cell += f' [{f:.2f}]'
             cells.append(cell)
         lines.append(f'| {name} | {engine} | ' + ' | '.join(cells) + ' |')
     if result.get('gmacs'):
@@ -503,6 +559,19 @@ def report(result):
         lines += ['', '| ratio of throughputs (medians) | value |', '|---|---|']
         for label, a, b in rows:
             lines.append(f'| {label} | {t[a]["median"] / t[b]["median"]:.2f} |')
+    bounds = bound_rows(result)
+    if bounds:
+        lines += ['', 'HIRI-ViT-S at 2x the side ÷ Swin-T, engine by engine: the measured ratio '
+                  'is the multiply-add ratio (what equal efficiency gives) times the ratio of '
+                  'the fractions of the ceiling; the last column is the fraction HIRI-ViT-S '
+                  f'would need for {TARGET_RATIO:g}x at Swin-T\'s measured one (above 1: more '
+                  'than the measured ceiling):', '',
+                  '| engine | HIRI-ViT-S ÷ Swin-T | measured | Swin-T ÷ HIRI-ViT-S '
+                  'multiply-adds | fraction ÷ fraction | HIRI-ViT-S fraction needed for '
+                  f'{TARGET_RATIO:g}x |', '|---|---|---|---|---|---|']
+        for e, hi, lo, measured, macs, eff, need in bounds:
+            lines.append(f'| {e} | {hi}² ÷ {lo}² | {measured:.2f} | {macs:.2f} | {eff:.2f} | '
+                         f'{need:.2f} |')
     if result.get('runtime_choices'):
         lines += ['', 'What `mmhiri.runtime.optimize` chose here (decisions per candidate, '
                   'over the layers and input kinds it met):', '']
