@@ -17,7 +17,7 @@ pytest.importorskip('openvino')
 def exported(tmp_path_factory):
     from mmhiri.runtime.engines import BackboneNeck, export_onnx
     torch.manual_seed(0)
-    model = BackboneNeck(randomise_bn(tiny_backbone('ViTAEv2')).eval())
+    model = BackboneNeck(randomise_bn(tiny_backbone('ViTAEv2'))).eval()
     model.backbone.switch_to_deploy()
     path = str(tmp_path_factory.mktemp('engine') / 'model.onnx')
     export_onnx(model, path, (128, 128))

@@ -48,9 +48,12 @@ def ceil_div(a: int, b: int) -> int:
 
 
 def pad_to_multiple(n: int, m: int) -> int:
-    """How much to add to ``n`` (>= 0) to reach a multiple of ``m``: ``(-n) % m`` without a
-    negative operand (see :func:`ceil_div`)."""
-    return (m - n % m) % m
+    """How much to add to ``n`` (>= 0) to reach a multiple of ``m``: ``(-n) % m``, written as
+    ``m * ceil_div(n, m) - n`` (no negative operand, see :func:`ceil_div`). For a symbolic
+    ``n`` the padded size ``n + pad`` is then plainly ``m * ceil_div(n, m)``, which torch.export
+    carries through later layers; a remainder form leaves it a nest of remainders that every
+    later size check re-analyses (minutes per export of a four-stage model)."""
+    return m * ceil_div(n, m) - n
 
 
 def drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> List[List[float]]:

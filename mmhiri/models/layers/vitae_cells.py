@@ -161,23 +161,23 @@ class ReductionCell(nn.Module):
         self.norm2 = nn.LayerNorm(token_dim, eps=norm_eps)
         self.ffn = Mlp(token_dim, token_dim, drop=drop)
 
-    def pad_amount(self, n):
-        """``max(0, r * ceil(n / r) - 1 - n)`` without a branch: ``r - 1 - n % r`` when ``r``
-        does not divide ``n``, else 0 (``n`` may be a traced or symbolic size)."""
-        r = self.stride
-        rem = n % r
-        return (r - 1 - rem) * ((rem + r - 1) // r)
-
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """(N, C, H, W) map -> (N, L, token_dim) tokens and their (H', W')."""
         h, w = x.shape[-2:]
-        pad_h, pad_w = self.pad_amount(h), self.pad_amount(w)
+        r = self.stride
         if sizes_are_symbolic():
             # recorded sizes (torch.compile, torch.export, ONNX, jit traces): no branch on
-            # them, so the graph pads every input size as eager does
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        elif pad_h > 0 or pad_w > 0:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+            # them. Zeros up to a multiple of r, one row more than below where r does not
+            # divide H: that row stands where the convs' own zero padding is, so the outputs
+            # are the same, and the padded size stays r * ceil(H / r) for the shape analysis
+            # of every later layer (see pad_to_multiple)
+            x = F.pad(x, (0, pad_to_multiple(w, r), 0, pad_to_multiple(h, r)))
+        else:
+            # as the official code where it accepts the size (H % r in {0, r - 1}), else
+            # padded bottom/right to r * ceil(H / r) - 1; every conv puts out ceil(H / r)
+            pad_h, pad_w = max(0, pad_to_multiple(h, r) - 1), max(0, pad_to_multiple(w, r) - 1)
+            if pad_h > 0 or pad_w > 0:
+                x = F.pad(x, (0, pad_w, 0, pad_h))
         t = self.prm(x)
         hw = tuple(t.shape[-2:])
         t = nchw_to_nlc(t)
