@@ -21,8 +21,7 @@ def test_export_runs_every_size_in_onnxruntime(name, arch, deploy, tmp_path):
     decided in Python at export time whether to pad, and Python's rounding of negative sizes
     is not ONNX's. Deployed HIRI-ViT used to fail at odd sizes: the HR block's crop after
     up-sampling was dropped from the channels-last graph. (The folded ViTAEv2 goes through the
-    same export at odd sizes in tests/test_engines.py, with its neck: a ViTAEv2 export takes
-    minutes here, so it is not repeated.)"""
+    same export at odd sizes in tests/test_engines.py, with its neck.)"""
     import pytorch2onnx
     import mmhiri.models as models
     torch.manual_seed(0)
