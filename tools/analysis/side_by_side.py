@@ -432,18 +432,24 @@ def machine_key(result):
     return f'{result["machine"]}{fam}, {result["threads"]} threads'
 
 
+def hiri_swin_pairs(t):
+    """(engine, hi, lo, HIRI-ViT-S key at hi, Swin-T key at lo) for every engine and ``PAIRS``
+    entry that the throughputs ``t`` hold for both models."""
+    for e in sorted({k.split('|')[1] for k in t}, key=ENGINES.index):
+        for hi, lo in PAIRS:
+            a, b = f'HIRI-ViT-S|{e}|{hi}', f'Swin-T|{e}|{lo}'
+            if a in t and b in t:
+                yield e, hi, lo, a, b
+
+
 def ratio_rows(result):
     """(label, numerator key, denominator key) for the ratios a user compares: HIRI-ViT-S at 2x
     the resolution against Swin-T through each engine, ViTAEv2-S through each engine against
     its explicit eager path, and each engine against PyTorch eager fp32."""
     t = result['throughput']
     engines = sorted({k.split('|')[1] for k in t}, key=ENGINES.index)
-    rows = []
-    for e in engines:
-        for hi, lo in PAIRS:
-            a, b = f'HIRI-ViT-S|{e}|{hi}', f'Swin-T|{e}|{lo}'
-            if a in t and b in t:
-                rows.append((f'HIRI-ViT-S {e} at {hi} ÷ Swin-T {e} at {lo}', a, b))
+    rows = [(f'HIRI-ViT-S {e} at {hi} ÷ Swin-T {e} at {lo}', a, b)
+            for e, hi, lo, a, b in hiri_swin_pairs(t)]
     for e in engines:
         if e == 'explicit':
             continue
@@ -481,17 +487,14 @@ def bound_rows(result):
     ``TARGET_RATIO`` at Swin-T's measured one. Tuples (engine, hi, lo, measured, macs ratio,
     efficiency ratio, needed fraction)."""
     t, g = result['throughput'], result.get('gmacs') or {}
-    engines = sorted({k.split('|')[1] for k in t}, key=ENGINES.index)
     rows = []
-    for e in engines:
-        for hi, lo in PAIRS:
-            a, b = f'HIRI-ViT-S|{e}|{hi}', f'Swin-T|{e}|{lo}'
-            fa, fb = fraction(result, a), fraction(result, b)
-            if fa is None or fb is None:
-                continue
-            macs = g['Swin-T'][str(lo)] / g['HIRI-ViT-S'][str(hi)]
-            rows.append((e, hi, lo, t[a]['median'] / t[b]['median'], macs, fa / fb,
-                         fb * TARGET_RATIO / macs))
+    for e, hi, lo, a, b in hiri_swin_pairs(t):
+        fa, fb = fraction(result, a), fraction(result, b)
+        if fa is None or fb is None:
+            continue
+        macs = g['Swin-T'][str(lo)] / g['HIRI-ViT-S'][str(hi)]
+        rows.append((e, hi, lo, t[a]['median'] / t[b]['median'], macs, fa / fb,
+                     fb * TARGET_RATIO / macs))
     return rows
 
 
